@@ -90,7 +90,7 @@ def _opened(source: Source, label: str, max_pixels: int):
     fh = _open_bytes(source, label)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # damaged metadata warnings; real damage raises below
             img = Image.open(fh)
     except UnidentifiedImageError:
         raise ImageReadError(f"{label}: not an image veer can read; save the scan as {SUPPORTED}") from None
@@ -140,7 +140,8 @@ def read_scan(source: Source, *, name: str | None = None, page: int = 0,
 
     label = source_name(source, name)
     max_pixels = max_pixels_from_env() if max_pixels is None else int(max_pixels)
-    with _opened(source, label, max_pixels) as img:
+    with warnings.catch_warnings(), _opened(source, label, max_pixels) as img:
+        warnings.simplefilter("ignore")
         n_pages = int(getattr(img, "n_frames", 1) or 1)
         if not 0 <= page < n_pages:
             raise ImageReadError(f"{label}: has {n_pages} page(s); page {page + 1} does not exist")
