@@ -1,0 +1,327 @@
+"""Live segmentation: a scan in, both pipelines side by side, conflicts, scores, downloads.
+
+Layout and widgets only. Reading is veer.io, segmenting veer.infer, scoring
+veer.evaluate / veer.metrics, pictures veer.viz. Finished results are kept in a
+process-wide store keyed by (file content, page, pipeline), so changing any
+display option reruns this page without touching a model.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from veer import viz
+
+viz.ensure_navigation()
+from veer.classes import CLASSES, CURVE1, CURVE2, read_mask
+from veer.errors import VeerError
+from veer.io import count_pages, png_bytes, read_scan, safe_stem
+
+SCAN_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif"]
+SHORT_LABELS = {c.index: c.label.split(" (")[0] for c in CLASSES}
+MODES = ("joint", "separate")
+
+
+# --------------------------------------------------------------------------- cached steps
+
+@st.cache_resource
+def result_store() -> viz.ResultCache:
+    """Finished segmentations and scores, shared by every session of this server."""
+    return viz.ResultCache()
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the scan...")
+def read_cached(key: str, page: int, name: str, _data: bytes):
+    return read_scan(_data, name=name, page=page)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def pages_cached(key: str, name: str, _data: bytes) -> int:
+    return count_pages(_data, name=name)
+
+
+def bundled_samples() -> list[Path]:
+    """The bundled samples with truth (empty when veer.synth or the files are missing)."""
+    try:
+        from veer.synth import find_samples
+    except ImportError:
+        return []
+    try:
+        return list(find_samples(viz.SAMPLES_DIR))
+    except (OSError, VeerError):
+        return []
+
+
+def sample_truth(path: Path) -> np.ndarray | None:
+    from veer.synth import load_truth
+
+    try:
+        return np.asarray(load_truth(path).mask)
+    except VeerError:
+        return None
+
+
+def load_upload(name: str, data: bytes, page: int = 0):
+    """Read an uploaded scan: returns (scan, cache key). Raises VeerError on a bad file."""
+    key = viz.content_key(data)
+    n_pages = pages_cached(key, name, data)
+    page = min(max(int(page), 0), n_pages - 1)
+    return read_cached(key, page, name, data), key
+
+
+def segment(mode: str, key: str, gray: np.ndarray, bar):
+    """The pipeline's result for this content, from the store or by running the model."""
+    store = result_store()
+    rkey = (key, mode, viz.models_signature(mode))
+    hit = store.get(rkey)
+    if hit is not None:
+        return hit
+    from veer.infer import get_segmenter
+
+    label = viz.PIPELINE_LABELS[mode]
+    bar.progress(0.0, text=f"{label}: loading the model...")
+    seg = get_segmenter(mode, models_dir=viz.MODELS_DIR)
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: tile {done} of {total}")
+
+    def queued(position: int) -> None:
+        bar.progress(0.0, text=f"{label}: waiting for another segmentation to finish ({position} in the queue)")
+
+    result = seg.segment(gray, progress=progress, on_queued=queued)
+    store.put(rkey, result)
+    return result
+
+
+def scored(mode: str, key: str, truth_key: str, truth: np.ndarray, result) -> dict:
+    """All scores of one pipeline against the truth (cached with the result)."""
+    from veer.evaluate import score_prediction
+    from veer.metrics import error_counts, error_map
+
+    store = result_store()
+    skey = (key, mode, viz.models_signature(mode), truth_key, "scores")
+    hit = store.get(skey)
+    if hit is not None:
+        return hit
+    score = score_prediction(truth, result.labels, result.conflict if mode == "separate" else None)
+    errors = error_map(truth, result.labels)
+    score["error_map"] = errors
+    score["error_counts"] = error_counts(errors)
+    store.put(skey, score)
+    return score
+
+
+# --------------------------------------------------------------------------- input
+
+st.title("Live segmentation")
+st.write("Pick a bundled sample or upload a scan. Both pipelines run on every pixel at full resolution; "
+         "the pictures below are scaled to fit the screen.")
+
+samples = bundled_samples()
+if samples:
+    source = st.radio("Scan", ["Bundled sample", "Upload a scan"], horizontal=True, key="source",
+                      label_visibility="collapsed")
+else:
+    source = "Upload a scan"
+    st.info("No bundled samples were found in assets/samples (generate them with "
+            "`python -m veer synth --out assets/samples --n 4`). You can still upload a scan.",
+            icon=":material/info:")
+
+scan = key = truth = None
+truth_key = ""
+if source == "Bundled sample":
+    pick = st.selectbox("Sample", samples, format_func=lambda p: p.name, key="sample")
+    try:
+        data = Path(pick).read_bytes()
+        scan, key = load_upload(pick.name, data)
+        truth = sample_truth(Path(pick))
+        truth_key = "sample:" + key
+    except (OSError, VeerError) as exc:
+        st.error(f"Cannot read the sample: {exc}", icon=":material/error:")
+else:
+    up_col, truth_col = st.columns(2)
+    with up_col:
+        upload = st.file_uploader("Scan (PNG, JPEG, TIFF incl. 1-bit and multi-page, BMP)", type=SCAN_TYPES,
+                                  key="upload")
+    with truth_col:
+        truth_upload = st.file_uploader("Truth mask for this scan (optional: PNG, values 0/1/2, 255 ignored)",
+                                        type=["png"], key="truth_upload")
+    if upload is not None:
+        data = upload.getvalue()
+        try:
+            n_pages = pages_cached(viz.content_key(data), upload.name, data)
+            page = 0
+            if n_pages > 1:
+                page = st.number_input(f"Page (the file has {n_pages})", min_value=1, max_value=n_pages,
+                                       value=1, step=1, key="page") - 1
+            scan, key = load_upload(upload.name, data, page)
+            key = f"{key}:p{page}"
+        except VeerError as exc:
+            st.error(str(exc), icon=":material/error:")
+    if scan is not None and truth_upload is not None:
+        try:
+            truth = read_mask(truth_upload.getvalue(), image_shape=scan.gray.shape, name=truth_upload.name)
+            truth_key = viz.content_key(truth_upload.getvalue())
+        except VeerError as exc:
+            st.error(f"Truth mask not used: {exc}", icon=":material/error:")
+            truth = None
+
+if scan is None:
+    st.stop()
+
+h, w = scan.gray.shape
+facts = [f"{w:,} x {h:,} px ({scan.megapixels:.1f} Mpx)", f"mode {scan.mode}"]
+if scan.format:
+    facts.append(scan.format)
+if scan.n_pages > 1:
+    facts.append(f"page {scan.page + 1} of {scan.n_pages}")
+if scan.dpi:
+    facts.append(f"{scan.dpi[0]:.0f} dpi")
+facts.append("truth available" if truth is not None else "no truth: scores need a truth mask")
+st.caption(f"**{scan.name}** · " + " · ".join(facts))
+
+# --------------------------------------------------------------------------- run both pipelines
+
+results: dict = {}
+failures: dict[str, str] = {}
+bar = st.empty()
+for mode in MODES:
+    try:
+        results[mode] = segment(mode, key, scan.gray, bar)
+    except ImportError:
+        failures[mode] = "the segmenter (veer.infer) is not installed in this build"
+    except VeerError as exc:
+        failures[mode] = str(exc)
+bar.empty()
+for mode, why in failures.items():
+    st.error(f"{viz.PIPELINE_LABELS[mode]} could not run: {why}", icon=":material/error:")
+if not results:
+    st.stop()
+
+cols = st.columns(len(results) + 1)
+for col, (mode, res) in zip(cols, results.items()):
+    col.metric(f"{viz.PIPELINE_LABELS[mode]}", f"{res.seconds:.2f} s",
+               help=f"{res.tiles} tiles; {scan.megapixels / max(res.seconds, 1e-9):.2f} Mpx/s")
+cols[-1].metric("Device", next(iter(results.values())).device)
+
+# --------------------------------------------------------------------------- display options
+
+st.subheader("Side by side")
+o1, o2, o3 = st.columns([4, 3, 4], gap="medium")
+with o1:
+    shown = st.pills("Classes shown", [c.index for c in CLASSES], selection_mode="multi",
+                     default=[CURVE1, CURVE2], format_func=lambda i: SHORT_LABELS[i], key="classes")
+with o2:
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.85, 0.05, key="alpha")
+top, bottom = 0, h
+with o3:
+    options = viz.window_options(h, w)
+    if len(options) > 1:
+        size = st.select_slider("Depth window (rows)", options=options, value=options[min(1, len(options) - 1)],
+                                format_func=lambda v: "whole log" if v == h else f"{v:,}", key="win_size")
+        if size < h:
+            start = st.slider("Window top (row)", 0, h - size, 0, step=max(1, size // 10), key="win_top")
+            top, bottom = viz.window_rows(h, start, size)
+st.markdown(viz.class_legend_markdown(with_descriptions=False, inline=True), unsafe_allow_html=True)
+
+factor = viz.display_factor((bottom - top, w))
+gray_view = viz.shrink_gray(scan.gray[top:bottom], factor)
+panels = [("Scan", gray_view)]
+for mode, res in results.items():
+    labels_view = viz.shrink_codes(res.labels[top:bottom], factor)
+    panels.append((viz.PIPELINE_LABELS[mode], viz.class_overlay(gray_view, labels_view, alpha=alpha,
+                                                                 classes=shown or ())))
+st.plotly_chart(viz.linked_images(panels, factor=factor, row0=top), key="side_by_side",
+                config={"scrollZoom": True, "displaylogo": False})
+note = f"Rows {top:,} to {bottom:,} of {h:,}."
+if factor > 1:
+    note += f" Shown at 1/{factor} scale (thin lines kept); the models ran on every pixel."
+st.caption(note + " Drag to pan, scroll or box-select to zoom: all panels move together; double-click resets.")
+
+# --------------------------------------------------------------------------- conflicts, scores, downloads
+
+tab_scores, tab_conf, tab_dl, tab_dig = st.tabs(["Scores against truth", "Conflict map", "Downloads",
+                                                 "Digitise curves"])
+with tab_conf:
+    from veer.metrics import conflict_counts
+
+    total = h * w
+    if "joint" in results:
+        st.markdown(f"**Joint model: 0 pixels claimed twice and 0 claimed by no class, out of {total:,}.** "
+                    "One softmax over the three classes gives every pixel exactly one label, so it cannot "
+                    "conflict or leave a gap: that holds by construction.")
+    sep = results.get("separate")
+    if sep is not None and sep.conflict is not None:
+        cc = conflict_counts(sep.conflict)
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Separate: claimed by two or more masks", f"{cc['conflict']:,} px",
+                  help=f"{cc['conflict_share']:.3%} of all pixels")
+        m2.metric("Separate: claimed by no mask", f"{cc['gap']:,} px", help=f"{cc['gap_share']:.3%} of all pixels")
+        m3.metric("Separate: agreed (exactly one mask)", f"{cc['agreed']:,} px")
+        st.caption(f"Conflicts: {cc['conflict_share']:.3%} of the pixels; gaps: {cc['gap_share']:.3%}.")
+        conf_view = viz.shrink_codes(sep.conflict[top:bottom], factor)
+        st.plotly_chart(viz.linked_images(
+            [("Separate masks, stitched", panels[-1][1]),
+             ("Where the masks disagree", viz.map_overlay(gray_view, conf_view, viz.CONFLICT_COLORS, alpha=1.0,
+                                                          fade=0.6))],
+            factor=factor, row0=top), key="conflicts", config={"scrollZoom": True, "displaylogo": False})
+        st.markdown(viz.codes_legend_markdown(viz.CONFLICT_COLORS, viz.CONFLICT_LABELS), unsafe_allow_html=True)
+        st.caption("The three binary masks are trained apart, so nothing stops two of them claiming one pixel "
+                   "or all three going quiet. The stitched label is the most confident mask's class.")
+    elif "separate" in failures:
+        st.info("The separate pipeline did not run, so there is no conflict map.")
+
+with tab_scores:
+    if truth is None:
+        st.info("Scores need a truth mask: pick a bundled sample, or upload a mask (PNG, same size as the "
+                "scan, values 0 background, 1 curve1, 2 curve2, 255 ignored) beside your scan.",
+                icon=":material/info:")
+        metrics_table = None
+    else:
+        scores = {mode: scored(mode, key, truth_key, truth, res) for mode, res in results.items()}
+        metrics_table = viz.metrics_frame(scores, {m: s["tolerant"] for m, s in scores.items()})
+        st.dataframe(viz.styled(metrics_table), hide_index=True, width="stretch")
+        st.caption("Pixel scores per class. 'mean (3 classes)' includes background, like the archive's "
+                   "figures; 'mean (curves only)' is the one that says how well the curves are found. "
+                   f"Tolerant F1 counts a curve pixel as right within {next(iter(scores.values()))['tolerant']['tol_px']} "
+                   "px of the true line.")
+        err_panels = []
+        for mode, s in scores.items():
+            ev = viz.shrink_codes(s["error_map"][top:bottom], factor)
+            err_panels.append((f"{viz.PIPELINE_LABELS[mode]}: errors",
+                               viz.map_overlay(gray_view, ev, viz.ERROR_COLORS, alpha=1.0, fade=0.6)))
+        st.plotly_chart(viz.linked_images(err_panels, factor=factor, row0=top), key="errors",
+                        config={"scrollZoom": True, "displaylogo": False})
+        st.markdown(viz.codes_legend_markdown(viz.ERROR_COLORS, viz.ERROR_LABELS), unsafe_allow_html=True)
+        st.dataframe(viz.error_counts_frame({m: s["error_counts"] for m, s in scores.items()}),
+                     hide_index=True)
+
+with tab_dl:
+    stem = safe_stem(scan.name)
+    for mode, res in results.items():
+        st.markdown(f"**{viz.PIPELINE_LABELS[mode]}**")
+        d1, d2, d3 = st.columns(3)
+        d1.download_button("Mask (PNG, values 0/1/2)", data=partial(png_bytes, res.labels),
+                           file_name=f"{stem}.{mode}.mask.png", mime="image/png", on_click="ignore",
+                           key=f"dl_mask_{mode}")
+        d2.download_button("Overlay (PNG, full size)",
+                           data=partial(viz.overlay_png, scan.gray, res.labels, alpha, tuple(shown or ())),
+                           file_name=f"{stem}.{mode}.overlay.png", mime="image/png", on_click="ignore",
+                           key=f"dl_overlay_{mode}")
+        if res.conflict is not None:
+            d3.download_button("Conflict map (PNG, 0 agreed, 1 conflict, 2 gap)",
+                               data=partial(png_bytes, res.conflict), file_name=f"{stem}.conflict.png",
+                               mime="image/png", on_click="ignore", key=f"dl_conflict_{mode}")
+    if metrics_table is not None:
+        st.download_button("Scores (CSV)", data=viz.frame_csv(metrics_table), file_name=f"{stem}.scores.csv",
+                           mime="text/csv", on_click="ignore", key="dl_scores")
+    else:
+        st.caption("A scores CSV is offered when a truth mask is available.")
+
+with tab_dig:
+    st.info("Curve digitisation (tracks, calibration, curves against depth, LAS/CSV) arrives with "
+            "veer.digitize.", icon=":material/info:")

@@ -1,0 +1,177 @@
+"""Results explorer: training curves, joint vs separate vs archive, per-sample scores, speed.
+
+Layout and widgets only: readers and figures are in veer.viz, evaluation in veer.evaluate.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from veer import viz
+
+viz.ensure_navigation()
+from veer.errors import VeerError
+
+BENCH_FILE = viz.ASSETS / "bench.json"
+
+
+@st.cache_resource
+def eval_store() -> viz.ResultCache:
+    """Evaluation reports run from this page, shared by every session of this server."""
+    return viz.ResultCache(sizeof=lambda _: 1)
+
+
+def run_evaluation(which: str, n: int, seed: int, bar) -> dict:
+    """Evaluate both pipelines on the bundled samples or a fresh set (cached by its inputs)."""
+    from veer.evaluate import evaluate_folder, generate_eval_set
+
+    key = (which, n, seed) if which == "fresh" else (which,)
+    hit = eval_store().get(key)
+    if hit is not None:
+        return hit
+
+    def progress(done: int, total: int, text: str) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=text[:90])
+
+    if which == "fresh":
+        folder = Path(tempfile.gettempdir()) / f"veer_eval_{seed}_{n}"
+        bar.progress(0.0, text=f"generating {n} fresh logs...")
+        generate_eval_set(folder, n, seed, progress=progress)
+    else:
+        folder = viz.SAMPLES_DIR
+    report = evaluate_folder(folder, progress=progress, models_dir=viz.MODELS_DIR)
+    eval_store().put(key, report)
+    return report
+
+
+st.title("Results explorer")
+st.write("How the shipped models were trained, how the joint model compares with the separate masks and "
+         "with the archive's figures, per-sample scores, and how fast it all runs.")
+
+names = viz.pipelines()
+anchors = viz.load_anchors()
+
+# --------------------------------------------------------------------------- training curves
+st.header("Training curves")
+histories = {n: viz.load_history(n) for pipe in names.values() for n in pipe}
+available = [n for n, rows in histories.items() if rows]
+if not available:
+    st.info("No training histories in assets/models yet (they are written next to the weights by "
+            "`python -m veer train`).", icon=":material/info:")
+else:
+    model = st.selectbox("Model", available, key="history_model")
+    card = viz.load_card(model) or {}
+    st.plotly_chart(viz.history_figure(histories[model]), key="history")
+    facts = [f"{card.get('task', '?')} model"]
+    training = card.get("training") or {}
+    if training.get("steps"):
+        facts.append(f"{training['steps']:,} steps")
+    if training.get("seconds"):
+        facts.append(f"{training['seconds'] / 60:.0f} min")
+    hardware = training.get("hardware")
+    if isinstance(hardware, dict):
+        facts.append(", ".join(str(hardware[k]) for k in ("device", "cpu", "gpu") if hardware.get(k)))
+    elif hardware:
+        facts.append(str(hardware))
+    st.caption(" · ".join(facts) + ". Validation scores are on fixed synthetic tiles never used for training.")
+    st.download_button("History (CSV)", viz.frame_csv(viz.history_frame(histories[model])),
+                       file_name=f"{model}.history.csv", mime="text/csv", on_click="ignore", key="dl_history")
+
+# --------------------------------------------------------------------------- evaluation data
+st.header("Joint vs separate vs archive")
+shipped, shipped_path = viz.find_report()
+choices = (["Shipped evaluation report"] if shipped else []) + ["Model cards (validation tiles)", "Bundled samples",
+                                                                "Fresh evaluation set"]
+which = st.radio("Measured on", choices, horizontal=True, key="eval_source")
+report = None
+if which == "Shipped evaluation report":
+    report = shipped
+    st.caption(f"{shipped_path.relative_to(viz.ROOT)}: {shipped.get('data', {}).get('description', '')}")
+elif which in ("Bundled samples", "Fresh evaluation set"):
+    fresh = which == "Fresh evaluation set"
+    kind = "fresh" if fresh else "bundled"
+    n, seed = 0, 0
+    if fresh:
+        c1, c2 = st.columns(2)
+        n = c1.number_input("Logs to generate", 1, 20, 2, key="fresh_n")
+        seed = c2.number_input("First seed", 0, 2**31 - 1, 20_000_000, key="fresh_seed",
+                               help="Evaluation seeds start far away from any training seed.")
+    key = (kind, int(n), int(seed)) if fresh else (kind,)
+    report = eval_store().get(key)
+    if report is None:
+        st.write("Runs both pipelines on every log and scores them (a few seconds per megapixel on a CPU).")
+        if st.button("Run the evaluation", type="primary", key=f"run_{kind}"):
+            bar = st.progress(0.0, text="starting...")
+            try:
+                report = run_evaluation(kind, int(n), int(seed), bar)
+            except ImportError as exc:
+                st.error(f"The evaluation needs a part of veer that is not installed: {exc}")
+            except VeerError as exc:
+                st.error(str(exc), icon=":material/error:")
+            bar.empty()
+    if report is not None:
+        st.caption(report.get("data", {}).get("description", "") + f" · device: {report.get('device', '?')}")
+
+if which == "Model cards (validation tiles)" or report is None:
+    ours = {"veer joint": viz.per_class_from_cards("joint"), "veer separate (each mask alone)":
+            viz.per_class_from_cards("separate")}
+    measured_on = "the model cards' validation tiles"
+else:
+    ours = {"veer joint": viz.per_class_from_report(report, "joint"),
+            "veer separate (stitched)": viz.per_class_from_report(report, "separate")}
+    measured_on = "the chosen evaluation logs"
+sources = {**{k: v for k, v in ours.items() if v}, "archive joint": viz.archive_joint_per_class(anchors)}
+frame = viz.comparison_frame(sources)
+if not any(ours.values()):
+    st.info("No measured figures yet (no model cards, no evaluation run): only the archive's are shown.",
+            icon=":material/info:")
+metric = st.radio("Score", ["f1", "iou"], format_func={"f1": "F1", "iou": "IoU"}.get, horizontal=True,
+                  key="cmp_metric")
+st.plotly_chart(viz.comparison_figure(frame, metric), key="comparison")
+masks = viz.archive_separate_f1(anchors)
+st.caption(f"veer's figures: {measured_on}. Archive: the joint model's approximate per-class figures. "
+           f"The archive's separate masks scored F1 {' / '.join(viz.fmt(v) for v in masks)}, but the source "
+           "does not say which mask is which class, so they are not placed on the class axis.")
+means = viz.means_frame(sources)
+st.dataframe(viz.styled(means), hide_index=True, width="stretch")
+d1, d2 = st.columns(2)
+d1.download_button("Per-class comparison (CSV)", viz.frame_csv(frame), file_name="veer_per_class.csv",
+                   mime="text/csv", on_click="ignore", key="dl_cmp")
+d2.download_button("Averages (CSV)", viz.frame_csv(means), file_name="veer_means.csv", mime="text/csv",
+                   on_click="ignore", key="dl_means")
+
+if report is not None:
+    st.header("Per sample")
+    per_sample = viz.samples_frame(report)
+    st.dataframe(viz.styled(per_sample), hide_index=True, width="stretch")
+    st.download_button("Per-sample scores (CSV)", viz.frame_csv(per_sample), file_name="veer_per_sample.csv",
+                       mime="text/csv", on_click="ignore", key="dl_samples")
+    st.header("Confusion matrices")
+    cols = st.columns(len(report.get("pipelines", {})) or 1)
+    for col, (mode, pipe) in zip(cols, report.get("pipelines", {}).items()):
+        if pipe.get("confusion_matrix"):
+            col.plotly_chart(viz.confusion_figure(pipe["confusion_matrix"], viz.PIPELINE_LABELS.get(mode, mode)),
+                             key=f"cm_{mode}")
+    st.caption("Rows: the truth; columns: the prediction; each row sums to 100 %. Pixels where the two "
+               "curves overlap are not scored.")
+
+# --------------------------------------------------------------------------- benchmark
+st.header("Speed")
+bench = viz.read_json(BENCH_FILE)
+if not bench:
+    st.info("No benchmark figures shipped (assets/bench.json is absent). Measure them with "
+            "`python -m veer bench --save`.", icon=":material/info:")
+else:
+    table = viz.bench_frame(bench)
+    if not table.empty:
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.download_button("Benchmark (CSV)", viz.frame_csv(table), file_name="veer_bench.csv", mime="text/csv",
+                           on_click="ignore", key="dl_bench")
+    fig = viz.bench_figure(bench, anchors)
+    if fig is not None:
+        st.plotly_chart(fig, key="bench")
+    with st.expander("Raw benchmark record"):
+        st.json(bench)

@@ -1,0 +1,105 @@
+"""The benchmark: figures, table, JSON, and the child-process measurements."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from veer import bench
+from veer.errors import VeerError
+
+
+def canned_segment(**over):
+    fig = {
+        "mode": "joint", "height": 17864, "width": 1664, "megapixels": 29.73, "weights": "shipped",
+        "device": "CPU (2 threads)", "threads": 2, "tiles": 160, "tile": [512, 464], "max_tile": [512, 512],
+        "overlap": 0.125, "batch": 2, "band_rows": 1024, "compute_factor": 1.28,
+        "model_load_s": 0.2, "read_s": 0.5, "segment_s": 15.0, "write_s": 1.5, "end_to_end_s": 17.0,
+        "mpx_per_s": 1.75, "segment_mpx_per_s": 1.98, "peak_rss_mb": 900.0, "rss_after_import_mb": 250.0,
+        "rss_ready_mb": 300.0, "gmac_per_mpx": 8.1, "matmul_gflops": 33.0, "gflop_per_s": 41.0,
+        "peak_fraction": 0.6, "speedup": 2.5, "generate_log_s": 4.0,
+        "naive": {"tiles_timed": 12, "tiles": 160, "tile_s": 0.23, "tile_s_median": 0.23,
+                  "finalize_s": 1.2, "segment_s_est": 37.5, "peak_rss_mb": 1500.0},
+    }
+    fig.update(over)
+    return fig
+
+
+def test_matmul_peak_is_measured():
+    assert bench.matmul_gflops(n=128, reps=2) > 0.01
+
+
+def test_table_shows_every_figure_and_marks_targets():
+    text = bench.table({"segment": canned_segment(), "synth": {"tiles_per_s": 321.0, "tile_size": 256}})
+    for needle in ("1664 x 17864", "17.00 s", "900 MB", "2.50x", "8.10 GMAC/Mpx", "321 tiles/s",
+                   "12 of 160 tiles", "% of the matmul peak"):
+        assert needle in text
+    assert "MISSED" not in text and text.count("[target met]") == 3
+    slow = bench.table({"segment": canned_segment(end_to_end_s=40.0, speedup=1.3, peak_rss_mb=3000.0)})
+    assert slow.count("[target MISSED]") == 3
+
+
+def test_run_prints_the_table_and_saves_json(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_segment(**kw):
+        seen.update(kw)
+        return canned_segment(height=kw["height"], width=kw["width"])
+
+    monkeypatch.setattr(bench, "bench_segment", fake_segment)
+    monkeypatch.setattr(bench, "bench_synth", lambda: {"tiles_per_s": 123.0, "tile_size": 256, "tiles": 200})
+    monkeypatch.setattr(bench, "BENCH_JSON", tmp_path / "assets" / "bench.json")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = tmp_path / "figures.json"
+    args = parser.parse_args(["--what", "all", "--height", "4000", "--json", str(out), "--save"])
+    assert bench.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "end to end" in printed and "123 tiles/s" in printed
+    assert seen["height"] == 4000 and seen["width"] == 1664 and seen["mode"] == "joint"
+    for path in (out, tmp_path / "assets" / "bench.json"):
+        data = json.loads(path.read_text())
+        assert data["segment"]["height"] == 4000 and data["synth"]["tiles_per_s"] == 123.0
+        assert data["machine"]["cores"] >= 1 and data["targets"]["end_to_end_s"] == 25.0
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    import torch
+
+    from veer.model import build_model
+    from veer.weights import save_model
+
+    folder = tmp_path_factory.mktemp("bench") / "models"
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_model(build_model({"widths": [4, 8], "blocks": [0], "attn_layers": 0}, 3), "joint",
+               {"task": "joint"}, models_dir=folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_bench_segment_measures_engine_and_naive_in_child_processes(tiny_models):
+    rng = np.random.default_rng(0)
+    gray = np.full((260, 150), 235, np.uint8)
+    gray[rng.random(gray.shape) < 0.05] = 20
+    fig = bench.bench_segment(log=gray, models_dir=str(tiny_models), tile=64, overlap=0.25, batch=4,
+                              naive_tiles=3, device="cpu", say=lambda _: None, matmul_n=256)
+    assert (fig["height"], fig["width"]) == (260, 150)
+    assert fig["tiles"] == fig["naive"]["tiles"] > 3 and fig["naive"]["tiles_timed"] == 3
+    assert fig["segment_s"] > 0 and fig["end_to_end_s"] >= fig["segment_s"]
+    assert fig["speedup"] == pytest.approx(fig["naive"]["segment_s_est"] / fig["segment_s"])
+    assert fig["peak_rss_mb"] >= fig["rss_after_import_mb"] > 10
+    assert fig["gmac_per_mpx"] > 0 and fig["matmul_gflops"] > 0 and fig["compute_factor"] > 1
+    assert sum(fig["label_shares"]) == pytest.approx(1.0)
+    assert fig["weights"] == "shipped"
+
+
+@pytest.mark.slow
+def test_bench_segment_without_weights_is_one_clear_error(tmp_path):
+    with pytest.raises(VeerError, match="joint"):
+        bench.bench_segment(log=np.full((40, 40), 255, np.uint8), models_dir=str(tmp_path), device="cpu",
+                            naive_tiles=1, say=lambda _: None)

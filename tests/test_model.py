@@ -1,0 +1,75 @@
+"""VeerNet: any input size, both heads, reported size and cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from veer.errors import ConfigError
+from veer.model import ModelConfig, build_model, count_parameters, gmac_per_megapixel, to_input
+
+TINY = {"widths": [8, 8, 16], "blocks": [1, 1], "attn_heads": 2}
+
+
+@pytest.mark.parametrize("out_channels", [3, 1])
+@pytest.mark.parametrize("shape", [(1, 1, 37, 53), (2, 1, 16, 16), (1, 1, 5, 3), (1, 1, 64, 29)])
+def test_logits_have_input_size(out_channels, shape):
+    torch.manual_seed(0)
+    model = build_model(TINY, out_channels).eval()
+    with torch.no_grad():
+        y = model(torch.rand(shape))
+    assert y.shape == (shape[0], out_channels, shape[2], shape[3])
+    assert torch.isfinite(y).all()
+
+
+def test_default_model_odd_size_channels_last():
+    model = build_model(None, 3).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(1, 1, 37, 53).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert model(x).shape == (1, 3, 37, 53)
+
+
+def test_pads_with_white_paper_and_crops_back():
+    """An odd-sized input gives exactly the crop of the output for the same input padded with white."""
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    assert model.stride == 4
+    x = torch.rand(1, 1, 37, 53)
+    with torch.no_grad():
+        a = model(x)
+        b = model(torch.nn.functional.pad(x, (0, 3, 0, 3), value=1.0))[..., :37, :53]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_to_input_scales_and_stacks():
+    gray = np.array([[0, 255], [51, 102]], np.uint8)
+    x = to_input(gray)
+    assert x.shape == (1, 1, 2, 2) and x.dtype == torch.float32
+    assert x[0, 0, 0, 1] == 1.0 and abs(float(x[0, 0, 1, 0]) - 0.2) < 1e-6
+    assert to_input(np.stack([gray, gray])).shape == (2, 1, 2, 2)
+    with pytest.raises(ValueError):
+        to_input(np.zeros((1, 2, 2, 2), np.uint8))
+
+
+def test_parameters_and_gmac_reported():
+    model = build_model(None, 3)
+    params = count_parameters(model)
+    gmac = gmac_per_megapixel(model)
+    assert 100_000 < params < 5_000_000
+    # the speed budget of the shipped config (see the model card): a few GMAC per megapixel
+    assert 2.0 < gmac < 12.0
+    wider = build_model({"widths": [16, 32, 64, 128, 256]}, 3)
+    assert gmac_per_megapixel(wider) > gmac * 2
+
+
+def test_config_round_trip_and_errors():
+    cfg = ModelConfig(widths=(8, 16, 32), blocks=(1, 2))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.stride == 4
+    with pytest.raises(ConfigError):
+        ModelConfig(widths=(8, 16), blocks=(1, 1))
+    with pytest.raises(ConfigError):
+        ModelConfig.from_dict({"depth": 3})
+    with pytest.raises(ConfigError):
+        build_model(None, 2)

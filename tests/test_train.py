@@ -1,0 +1,156 @@
+"""Training: checkpoints, resume, determinism, export, the same data for every task."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from veer.errors import ConfigError
+from veer.train import (TrainConfig, augmented_tile, confusion_counts, lr_at, scores, train,
+                        training_batch, validation_set)
+from veer.weights import load_card, load_history, load_model
+
+TINY = {"widths": [8, 8, 16], "blocks": [1, 1], "attn_heads": 2}
+
+
+def toy_tile(rng: np.random.Generator, size: int = 32):
+    """A stand-in for veer.synth.sample_tile: a solid and a dashed vertical line on paper."""
+    gray = np.full((size, size), 245, np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    x1, x2 = rng.integers(2, size - 2, 2)
+    gray[:, x1] = 20
+    mask[:, x1] = 1
+    rows = (np.arange(size) // 3) % 2 == 0
+    gray[rows, x2] = 40
+    mask[rows, x2] = np.where(mask[rows, x2] == 1, 255, 2)
+    return gray, mask
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(task="joint", steps=3, batch=2, tile=32, eval_every=2, checkpoint_every=1,
+                val_tiles=2, warmup=1, model=TINY)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run(c, out, models, **kw):
+    return train(c, out, device="cpu", threads=1, sampler=toy_tile, models_dir=models,
+                 progress=False, **kw)
+
+
+def weights_of(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_three_steps_checkpoint_resume_and_determinism(tmp_path):
+    models = tmp_path / "models"
+    full = run(cfg(), tmp_path / "a", models)
+    assert full.step == 3 and (tmp_path / "a" / "checkpoint.pt").exists()
+    again = run(cfg(), tmp_path / "b", tmp_path / "m2")
+    wa, wb = weights_of(tmp_path / "a" / "checkpoint.pt"), weights_of(tmp_path / "b" / "checkpoint.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)           # same seed -> same weights
+
+    part = run(cfg(), tmp_path / "c", tmp_path / "m3", stop_at=2)  # "interrupted" after 2 steps
+    assert part.step == 2
+    with pytest.raises(ConfigError, match="--resume"):
+        run(cfg(), tmp_path / "c", tmp_path / "m3")               # never overwrites a run silently
+    resumed = run(cfg(), tmp_path / "c", tmp_path / "m3", resume=True)
+    assert resumed.step == 3
+    wc = weights_of(tmp_path / "c" / "checkpoint.pt")
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)           # resume == uninterrupted
+
+    other = run(cfg(seed=1), tmp_path / "d", tmp_path / "m4")
+    wd = weights_of(tmp_path / "d" / "checkpoint.pt")
+    assert not all(torch.equal(wa[k], wd[k]) for k in wa)
+    assert other.step == 3
+
+
+def test_export_writes_model_card_and_history(tmp_path):
+    models = tmp_path / "models"
+    run(cfg(task="binary", target="curve2"), tmp_path / "run", models)
+    model, card = load_model("binary_curve2", models)
+    assert model.out_channels == 1
+    assert card["task"] == "binary" and card["target"] == "curve2"
+    t = card["training"]
+    assert t["tile"] == 32 and t["batch"] == 2 and t["planned_steps"] == 3 and t["complete"]
+    assert t["data"]["validation_seeds"][0] == 10_000_000 and t["hardware"]["cpu"]
+    assert set(card["validation"]["per_class"]) == {"not_curve2", "curve2"}
+    hist = load_history("binary_curve2", models)
+    assert [row["step"] for row in hist] == [2, 3]
+    assert {"precision", "recall", "f1", "iou"} <= set(hist[0]["val"]["curve2"])
+    assert load_card("binary_curve2", models)["sha256"] == card["sha256"]
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == hist
+
+
+def test_no_export_leaves_models_folder_alone(tmp_path):
+    run(cfg(), tmp_path / "run", tmp_path / "models", export=False)
+    assert not (tmp_path / "models").exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    run(cfg(), tmp_path / "run", tmp_path / "models", stop_at=1)
+    with pytest.raises(ConfigError, match="batch"):
+        run(cfg(batch=3), tmp_path / "run", tmp_path / "models", resume=True)
+
+
+def test_every_task_sees_the_same_data():
+    """Fairness: the batch of a step depends on seed and step only, never on the task."""
+    x1, y1 = training_batch(0, 5, 3, 32, toy_tile)
+    x2, y2 = training_batch(0, 5, 3, 32, toy_tile)
+    x3, _ = training_batch(0, 6, 3, 32, toy_tile)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and not torch.equal(x1, x3)
+    assert x1.shape == (3, 1, 32, 32) and y1.dtype == torch.int64
+    assert set(torch.unique(y1).tolist()) <= {0, 1, 2, 255}
+
+
+def test_validation_tiles_are_fixed_and_not_training_tiles():
+    xa, ya = validation_set(3, 32, toy_tile)
+    xb, _ = validation_set(3, 32, toy_tile)
+    assert torch.equal(xa, xb)
+    gray, _ = toy_tile(np.random.default_rng(10_000_000), 32)
+    assert torch.equal(xa[0, 0], torch.from_numpy(gray.astype(np.float32) / 255))
+
+
+def test_augmentation_keeps_labels_on_their_ink():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        g, m = augmented_tile(rng, 32, toy_tile, 0.15)
+        assert g.shape == m.shape == (32, 32) and g.dtype == np.float32
+        assert 0.0 <= g.min() and g.max() <= 1.0
+        assert set(np.unique(m).tolist()) <= {0, 1, 2, 255}
+        assert g[m == 1].mean() < g[m == 0].mean()   # curve pixels stay darker than paper
+
+
+def test_schedule_and_scores():
+    c = cfg(steps=100, warmup=10, lr=1e-3)
+    lrs = [lr_at(c, s) for s in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(1e-3)
+    assert lrs[-1] < 1e-4 and max(lrs) <= 1e-3 + 1e-12
+    m = confusion_counts(np.array([0, 1, 2, 255, 1]), np.array([0, 1, 1, 2, 2]), 3)
+    assert m.sum() == 4 and m[2, 1] == 1 and m[1, 2] == 1
+    s = scores(m, ["background", "curve1", "curve2"])
+    assert s["per_class"]["background"]["f1"] == 1.0
+    assert s["per_class"]["curve1"]["precision"] == 0.5 and s["per_class"]["curve2"]["iou"] == 0.0
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError, match="--target"):
+        TrainConfig(task="binary")
+    with pytest.raises(ConfigError):
+        TrainConfig(task="panoptic")
+    with pytest.raises(ConfigError):
+        TrainConfig(steps=0)
+
+
+def test_joint_and_binary_start_from_the_same_backbone(tmp_path):
+    """Fairness: same seed -> identical initial weights everywhere except the head."""
+    run(cfg(), tmp_path / "j", tmp_path / "m", stop_at=0, export=False)
+    run(cfg(task="binary", target="background"), tmp_path / "b", tmp_path / "m", stop_at=0, export=False)
+    wj, wb = weights_of(tmp_path / "j" / "checkpoint.pt"), weights_of(tmp_path / "b" / "checkpoint.pt")
+    assert wj.keys() == wb.keys()
+    body = [k for k in wj if not k.startswith("head.")]
+    assert body and all(torch.equal(wj[k], wb[k]) for k in body)
+    assert wj["head.weight"].shape[0] == 3 and wb["head.weight"].shape[0] == 1

@@ -1,0 +1,434 @@
+"""``python -m veer bench``: speed and memory of the segmenter and the generator.
+
+Segment (``--what segment``), on a synthetic whole log (default 1664 x 17864
+px, about 30 Mpx, from :func:`veer.synth.generate_log`, saved as a PNG):
+
+* the engine, in a fresh child process so its memory is its own: read the PNG
+  (:func:`veer.io.read_scan`), :meth:`veer.infer.Segmenter.segment`, write
+  the mask PNG. "End to end" is read + segment + write (model loading and
+  Python start-up are reported apart). Peak memory is the child's peak
+  resident set (``ru_maxrss``), which covers everything it did.
+* the naive way, in a second child, on the same tiles and the same threads:
+  one tile at a time, no batching, fp32 NCHW tensors (no channels-last),
+  ``torch.no_grad`` instead of inference mode, and full-image float32
+  accumulators. It times an even spread of ``--naive-tiles`` tiles (after one
+  warm-up tile) and extrapolates to all tiles, plus the full-image
+  normalise/argmax it measures for real. The speed-up is the ratio of the two,
+  measured in the same run.
+* the network's cost: GMAC per megapixel (:func:`veer.model.gmac_per_megapixel`),
+  the overlap factor of the tiling, the GFLOP/s the engine achieved, and the
+  CPU's fp32 matrix-multiply peak (median of ``torch.mm`` on 2048 x 2048)
+  measured in the same child just before.
+
+Synth (``--what synth``): :func:`veer.synth.benchmark_tiles` training tiles per
+second (single core) and the seconds to generate the whole log.
+
+``--json OUT`` writes the figures as JSON; ``--save`` writes them to
+``assets/bench.json``, which the dashboard's results page shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from veer.errors import VeerError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BENCH_JSON = ASSETS / "bench.json"
+LOG_HEIGHT, LOG_WIDTH = 17864, 1664
+
+# The targets the issue set for this kind of machine (2 CPU cores).
+TARGETS = {"end_to_end_s": 25.0, "peak_rss_mb": 2048.0, "speedup": 2.0}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _loadavg() -> float | None:
+    """The 1-minute load average (other work sharing the CPU), where the OS tells it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def matmul_gflops(n: int = 2048, reps: int = 7, device: Any = "cpu") -> float:
+    """Median fp32 GFLOP/s of ``torch.mm`` on n x n matrices (one warm-up)."""
+    import torch
+
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(dev)
+    b = torch.randn(n, n, generator=g).to(dev)
+    times = []
+    for i in range(reps + 1):
+        _sync(dev)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        _sync(dev)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _load_models(mode: str, models_dir: str | None, random_weights: bool):
+    """(models, cards) of a pipeline, from disk or (speed only) freshly initialised."""
+    from veer.weights import PIPELINES, load_model
+
+    names = PIPELINES[mode]
+    if not random_weights:
+        loaded = [load_model(n, models_dir, device="cpu") for n in names]
+        return [m for m, _ in loaded], [c for _, c in loaded]
+    import torch
+
+    from veer.model import build_model
+    from veer.weights import load_card
+
+    torch.manual_seed(0)
+    models, cards = [], []
+    for n in names:
+        try:
+            config = load_card(n, models_dir)["config"]
+        except VeerError:
+            config = None  # no card either: the default architecture
+        models.append(build_model(config, 3 if mode == "joint" else 1).eval())
+        cards.append({"name": n, "random_weights": True})
+    return models, cards
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def _child_engine(opts: dict) -> dict:
+    """Run in a fresh process: load, read, segment, write; report times and memory."""
+    import torch
+
+    from veer.classes import write_mask
+    from veer.device import set_cpu_threads
+    from veer.infer import Segmenter
+    from veer.io import read_scan
+    from veer.model import gmac_per_megapixel
+
+    if opts.get("threads"):
+        set_cpu_threads(opts["threads"])
+    rss_import = _rss_mb()
+    t0 = time.perf_counter()
+    models, cards = _load_models(opts["mode"], opts.get("models_dir"), opts.get("random_weights", False))
+    seg = Segmenter.from_models(opts["mode"], models, opts["device"], tile=opts["tile"],
+                                overlap=opts["overlap"], batch_size=opts.get("batch"))
+    seg.cards = cards
+    load_s = time.perf_counter() - t0
+    gmac = float(sum(gmac_per_megapixel(m) for m in seg.models))
+    peak_mm = matmul_gflops(n=int(opts.get("matmul_n") or 2048), device=seg.device)
+    rss_ready = _rss_mb()
+
+    t0 = time.perf_counter()
+    scan = read_scan(opts["image"], max_pixels=10**9)
+    read_s = time.perf_counter() - t0
+    res = seg.segment(scan.gray)
+    _sync(seg.device)
+    t1 = time.perf_counter()
+    write_mask(opts["out_mask"], res.labels)
+    write_s = time.perf_counter() - t1
+    plan = seg.plan(*scan.shape)
+    return {
+        "device": res.device, "threads": torch.get_num_threads(), "load_average": _loadavg(),
+        "tiles": plan.n_tiles, "tile": [plan.tile_h, plan.tile_w], "max_tile": list(seg.tile),
+        "overlap": seg.overlap, "batch": seg.batch_size, "band_rows": seg.band_rows,
+        "compute_factor": plan.compute_factor, "model_load_s": load_s, "read_s": read_s,
+        "segment_s": res.seconds, "write_s": write_s,
+        "end_to_end_s": read_s + res.seconds + write_s,
+        "peak_rss_mb": _peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
+        "gmac_per_mpx": gmac, "matmul_gflops": peak_mm,
+        "label_shares": [float(v) for v in np.bincount(res.labels.ravel(), minlength=3)[:3] / res.labels.size],
+        "weights": "random (speed only)" if opts.get("random_weights") else "shipped",
+    }
+
+
+def _child_naive(opts: dict) -> dict:
+    """The naive way on a spread of the same tiles; extrapolated (see the module docstring)."""
+    import torch
+
+    from veer.device import pick_device, set_cpu_threads
+    from veer.infer import gaussian_weights, plan_tiles
+    from veer.io import read_scan
+
+    if opts.get("threads"):
+        set_cpu_threads(opts["threads"])
+    dev = pick_device(opts["device"])
+    models, _ = _load_models(opts["mode"], opts.get("models_dir"), opts.get("random_weights", False))
+    models = [m.to(dev).eval() for m in models]  # fp32, NCHW: no channels-last
+    gray = read_scan(opts["image"], max_pixels=10**9).gray
+    H, W = gray.shape
+    align = max(int(getattr(m, "stride", 16)) for m in models)
+    plan = plan_tiles(H, W, tuple(opts["tile_hw"]), opts["overlap"], align)
+    th, tw = plan.tile_h, plan.tile_w
+    origins = plan.origins
+    weight = gaussian_weights(th, tw)
+    acc = np.zeros((3, H, W), np.float32)
+    wsum = np.zeros((H, W), np.float32)
+
+    def one_tile(y: int, x: int) -> None:
+        t = torch.from_numpy(gray[y:y + th, x:x + tw].astype(np.float32) / 255.0)[None, None].to(dev)
+        with torch.no_grad():
+            outs = [m(t) for m in models]
+            if opts["mode"] == "joint":
+                p = torch.softmax(outs[0], 1)
+            else:
+                p = torch.sigmoid(torch.cat(outs, 1))
+        p = p[0].cpu().numpy()
+        acc[:, y:y + th, x:x + tw] += p * weight
+        wsum[y:y + th, x:x + tw] += weight
+
+    k = max(1, min(int(opts["naive_tiles"]), len(origins)))
+    picks = np.unique(np.rint(np.linspace(0, len(origins) - 1, k)).astype(int))
+    one_tile(*origins[int(picks[0])])  # warm-up, not timed
+    times = []
+    for i in picks:
+        t0 = time.perf_counter()
+        one_tile(*origins[int(i)])
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    wsum[wsum == 0] = 1.0  # pixels no timed tile reached
+    t0 = time.perf_counter()
+    probs = acc / wsum
+    labels = probs.argmax(0).astype(np.uint8)
+    finalize_s = time.perf_counter() - t0
+    del probs, labels
+    tile_s = float(np.mean(times))
+    return {"tiles_timed": int(len(times)), "tiles": len(origins), "tile_s": tile_s,
+            "tile_s_median": float(np.median(times)), "finalize_s": finalize_s,
+            "segment_s_est": tile_s * len(origins) + finalize_s, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _run_child(kind: str, opts: dict, timeout: float = 3600) -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "veer.bench", "--child", kind, json.dumps(opts)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise VeerError(f"bench: the {kind} run failed (exit {proc.returncode}): {tail[0]}")
+    out = json.loads(lines[-1])
+    if "error" in out:
+        raise VeerError(out["error"])
+    return out
+
+
+def _child_main(argv: list[str]) -> int:
+    kind, opts = argv[0], json.loads(argv[1])
+    try:
+        out = _child_engine(opts) if kind == "engine" else _child_naive(opts)
+    except VeerError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+# --------------------------------------------------------------------------- the benchmarks
+
+
+def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str = "joint",
+                  device: str = "auto", models_dir: str | None = None, tile: int | None = None,
+                  overlap: float | None = None, batch: int | None = None, naive_tiles: int = 12,
+                  threads: int | None = None, random_weights: bool = False, seed: int = 0,
+                  log=None, say=print, matmul_n: int = 2048) -> dict:
+    """Engine vs naive on one synthetic log; returns the figures (see the module docstring)."""
+    from veer import infer
+    from veer.io import save_png
+
+    if log is None:
+        from veer.synth import generate_log
+
+        say(f"generating a {width} x {height} px synthetic log (seed {seed}) ...")
+        t0 = time.perf_counter()
+        log = generate_log(seed, height=height, width=width)
+        gen_s = time.perf_counter() - t0
+    else:
+        gen_s = None
+    gray = log.gray if hasattr(log, "gray") else np.asarray(log)
+    H, W = gray.shape
+    with tempfile.TemporaryDirectory(prefix="veer-bench-") as tmp:
+        image = str(Path(tmp) / "log.png")
+        save_png(image, gray)
+        opts = {"mode": mode, "device": device, "models_dir": str(models_dir) if models_dir else None,
+                "tile": tile or infer.DEFAULT_TILE,
+                "overlap": infer.DEFAULT_OVERLAP if overlap is None else overlap,
+                "batch": batch, "threads": threads, "random_weights": random_weights,
+                "image": image, "out_mask": str(Path(tmp) / "log.mask.png"), "naive_tiles": naive_tiles,
+                "matmul_n": matmul_n}
+        say("segmenting it with the engine (child process) ...")
+        eng = _run_child("engine", opts)
+        say(f"timing the naive way on {naive_tiles} of {eng['tiles']} tiles (child process) ...")
+        naive = _run_child("naive", dict(opts, tile_hw=eng["max_tile"]))
+    mpx = H * W / 1e6
+    work_gflop = 2 * eng["gmac_per_mpx"] * eng["compute_factor"] * mpx
+    out = dict(eng)
+    out.update({
+        "mode": mode, "height": H, "width": W, "megapixels": mpx,
+        "mpx_per_s": mpx / eng["end_to_end_s"], "segment_mpx_per_s": mpx / eng["segment_s"],
+        "gflop_per_s": work_gflop / eng["segment_s"],
+        "peak_fraction": work_gflop / eng["segment_s"] / eng["matmul_gflops"],
+        "naive": naive, "speedup": naive["segment_s_est"] / eng["segment_s"],
+        "generate_log_s": gen_s,
+    })
+    return out
+
+
+def bench_synth(n: int = 200, size: int = 256) -> dict:
+    from veer.synth import benchmark_tiles
+
+    return {"tiles_per_s": float(benchmark_tiles(n=n, size=size)), "tile_size": size, "tiles": n}
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def table(fig: dict) -> str:
+    rows: list[tuple[str, str]] = []
+    seg = fig.get("segment")
+    if seg:
+        nv = seg["naive"]
+        rows += [
+            ("log", f"{seg['width']} x {seg['height']} px ({seg['megapixels']:.1f} Mpx), {seg['mode']}, "
+                    f"{seg['weights']} weights"),
+            ("device", f"{seg['device']}; fp32 matmul peak {seg['matmul_gflops']:.1f} GFLOP/s; "
+                       f"load average {seg.get('load_average')} on {os.cpu_count()} cores"),
+            ("tiling", f"{seg['tiles']} tiles of {seg['tile'][1]} x {seg['tile'][0]} px, overlap >= "
+                       f"{seg['overlap']:.3g}, batch {seg['batch']}, bands of {seg['band_rows']} rows; "
+                       f"{seg['compute_factor']:.2f} px computed per image px"),
+            ("model load", f"{seg['model_load_s']:.2f} s"),
+            ("read PNG", f"{seg['read_s']:.2f} s"),
+            ("segment", f"{seg['segment_s']:.2f} s ({seg['segment_mpx_per_s']:.2f} Mpx/s)"),
+            ("write mask PNG", f"{seg['write_s']:.2f} s"),
+            ("end to end", f"{seg['end_to_end_s']:.2f} s ({seg['mpx_per_s']:.2f} Mpx/s)"
+                           f"{_mark(seg['end_to_end_s'] <= TARGETS['end_to_end_s'])}"),
+            ("peak memory (RSS)", f"{seg['peak_rss_mb']:.0f} MB (after import {seg['rss_after_import_mb']:.0f} MB, "
+                                  f"models ready {seg['rss_ready_mb']:.0f} MB)"
+                                  f"{_mark(seg['peak_rss_mb'] <= TARGETS['peak_rss_mb'])}"),
+            ("naive way", f"{nv['segment_s_est']:.2f} s segment (est. from {nv['tiles_timed']} of "
+                          f"{nv['tiles']} tiles at {nv['tile_s'] * 1000:.0f} ms each + "
+                          f"{nv['finalize_s']:.2f} s finalise); peak {nv['peak_rss_mb']:.0f} MB"),
+            ("speed-up", f"{seg['speedup']:.2f}x{_mark(seg['speedup'] >= TARGETS['speedup'])}"),
+            ("network cost", f"{seg['gmac_per_mpx']:.2f} GMAC/Mpx; x{seg['compute_factor']:.2f} overlap = "
+                             f"{seg['gmac_per_mpx'] * seg['compute_factor']:.2f} GMAC per image Mpx"),
+            ("achieved", f"{seg['gflop_per_s']:.1f} GFLOP/s = {100 * seg['peak_fraction']:.0f}% of the "
+                         f"matmul peak"),
+        ]
+        if seg.get("generate_log_s") is not None:
+            rows.append(("synth whole log", f"{seg['generate_log_s']:.2f} s"))
+    syn = fig.get("synth")
+    if syn:
+        rows.append(("synth tiles", f"{syn['tiles_per_s']:.0f} tiles/s ({syn['tile_size']} px, single core)"))
+    width = max(len(k) for k, _ in rows) if rows else 0
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _mark(ok: bool) -> str:
+    return "  [target met]" if ok else "  [target MISSED]"
+
+
+def add_arguments(parser) -> None:
+    from veer.device import DEVICE_CHOICES
+
+    parser.add_argument("--what", choices=("segment", "synth", "all"), default="all")
+    parser.add_argument("--height", type=int, default=LOG_HEIGHT, help=f"log height in px (default {LOG_HEIGHT})")
+    parser.add_argument("--width", type=int, default=LOG_WIDTH, help=f"log width in px (default {LOG_WIDTH})")
+    parser.add_argument("--mode", choices=("joint", "separate"), default="joint")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    parser.add_argument("--models", default=None, metavar="DIR", help="weights folder (default assets/models)")
+    parser.add_argument("--tile", type=int, default=None, help="largest tile side (default the segmenter's)")
+    parser.add_argument("--overlap", type=float, default=None, help="least tile overlap (default the segmenter's)")
+    parser.add_argument("--batch", type=int, default=None, help="tiles per batch (default by device)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
+    parser.add_argument("--naive-tiles", type=int, default=12, help="tiles timed for the naive estimate")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="untrained networks of the shipped architecture (speed only; for machines without weights)")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the figures as JSON")
+    parser.add_argument("--save", action="store_true", help="write the figures to assets/bench.json")
+
+
+def run(args) -> int:
+    from veer.weights import write_json
+
+    fig: dict[str, Any] = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m veer bench", *(sys.argv[2:] if sys.argv[1:2] == ["bench"] else [])]),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "torch": __import__("torch").__version__},
+        "targets": TARGETS,
+    }
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if args.what in ("synth", "all"):
+        say("timing synth.benchmark_tiles ...")
+        fig["synth"] = bench_synth()
+    if args.what in ("segment", "all"):
+        fig["segment"] = bench_segment(
+            height=args.height, width=args.width, mode=args.mode, device=args.device,
+            models_dir=args.models, tile=args.tile, overlap=args.overlap, batch=args.batch,
+            naive_tiles=args.naive_tiles, threads=args.threads, random_weights=args.random_weights,
+            seed=args.seed, say=say)
+    print(table(fig))
+    for path in ([args.json] if args.json else []) + ([BENCH_JSON] if args.save else []):
+        write_json(path, fig)
+        say(f"figures written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        sys.exit(_child_main(sys.argv[2:]))
+    sys.exit("use: python -m veer bench --help")

@@ -1,0 +1,1639 @@
+"""Masks -> curves a petrophysicist can use: centre lines, calibration, CSV and LAS.
+
+The pipeline, one plain function per step::
+
+    tracks = find_tracks(gray)                      # plotting areas from the heavy borders
+    table  = trace_curves(labels, tracks)           # centre line per row, track and curve
+    cal    = Calibration(depth=fit_depth([(r0, d0), (r1, d1)]), scales=[ValueScale(0, 150)])
+    log    = digitize_labels(labels, gray=gray, calibration=cal)   # all of the above
+    write_csv(log, "out/scan.curves.csv"); write_las(log, "out/scan.las")
+    score_curves(truth, log.table)                   # against a synthetic log's truth
+
+Tracing (per track and curve class)
+    The pixels of the class (255 "both curves" counts for each) inside the
+    track are split into 8-connected components. A dynamic programme chains
+    components from top to bottom so that the chain covers as many rows as
+    possible while each link is continuous: the next piece starts where the
+    last one ended (extrapolated along its slope over a gap), or at the other
+    edge of the track (a wrap-around: the wrap count goes up or down by one).
+    Specks and blobs of the curve class away from the trace do not fit the
+    chain and are dropped; a piece reached only by a jump costs as much as a
+    fresh start. In each row the chosen pieces give one or more runs of ink;
+    runs a dash-gap apart are one stretch of trace, and where separate
+    stretches remain the one continuing the rows above is kept. The centre is
+    the middle of that stretch (sub-pixel), corrected where the trace runs
+    near-horizontally: a turning point takes the far end of its stretch and
+    a row in a step takes the part it shares with its neighbours, so
+    excursions are followed instead of averaged away. Gaps up to
+    ``TraceParams.max_gap`` rows (dashes, dots, crossings) are bridged by
+    linear interpolation of the unwrapped position; longer ones stay empty.
+
+Coordinates
+    x is a float pixel column of the whole image (pixel centres at integers).
+    A track's plotting area runs from ``x0`` to ``x1`` at row ``row_ref`` and
+    both borders drift by ``slope`` px per row (page skew). The unwrapped
+    position is ``xu = x + wraps * (x1 - x0)`` and the track fraction
+    ``frac = (xu - x0(row)) / (x1 - x0)``; a value scale maps frac to the
+    physical value (linear or log10, see :class:`ValueScale`).
+
+CLI: ``python -m veer digitize IMAGE [IMAGE ...] --out DIR [--mask MASK ...]
+[--tracks auto|X0:X1,...] [--depth-points ROW:DEPTH,...] [--scale ...] ...``
+writes ``DIR/<stem>.curves.csv`` and, when calibrated, ``DIR/<stem>.las``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from veer.classes import CURVE1, CURVE2, IGNORE
+from veer.errors import ConfigError, MaskError, VeerError
+
+CURVES = ("curve1", "curve2")
+TIP_MARGIN = 2.5
+REFLECT = True
+CURVE_CLASSES = {"curve1": CURVE1, "curve2": CURVE2}
+LAS_NULL = -999.25
+DEPTH_UNITS = {"ft": "F", "m": "M"}
+
+# CSV columns: always, then with a depth calibration, then with value scales.
+BASE_COLUMNS = ("row", "track", "curve1_x", "curve2_x", "curve1_xu", "curve2_xu")
+DEPTH_COLUMNS = ("depth",)
+VALUE_COLUMNS = ("curve1_value", "curve2_value")
+
+
+# =========================================================================== tracks
+
+
+@dataclass(frozen=True)
+class Track:
+    """A track's plotting area: borders x0 < x1 at row ``row_ref``, drifting by ``slope`` px/row.
+
+    Unpacks like the plain ``(x0, x1)`` pair the rest of veer passes around.
+    """
+
+    x0: float
+    x1: float
+    slope: float = 0.0
+    row_ref: float = 0.0
+
+    def __iter__(self) -> Iterator[float]:
+        yield self.x0
+        yield self.x1
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i):
+        return (self.x0, self.x1)[i]
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    def left(self, rows) -> np.ndarray:
+        return self.x0 + self.slope * (np.asarray(rows, np.float64) - self.row_ref)
+
+    def right(self, rows) -> np.ndarray:
+        return self.x1 + self.slope * (np.asarray(rows, np.float64) - self.row_ref)
+
+    def frac(self, rows, xu) -> np.ndarray:
+        """Unwrapped position -> fraction of the track width from its left border."""
+        return (np.asarray(xu, np.float64) - self.left(rows)) / self.width
+
+    def as_dict(self) -> dict:
+        return {"x0": float(self.x0), "x1": float(self.x1), "slope": float(self.slope),
+                "row_ref": float(self.row_ref)}
+
+
+def as_track(t: Any) -> Track:
+    """A :class:`Track` from a Track, ``(x0, x1)``, ``(x0, x1, slope, row_ref)`` or a dict."""
+    if isinstance(t, Track):
+        return t
+    if isinstance(t, Mapping):
+        return Track(float(t["x0"]), float(t["x1"]), float(t.get("slope", 0.0)), float(t.get("row_ref", 0.0)))
+    vals = [float(v) for v in t]
+    if len(vals) == 2:
+        vals += [0.0, 0.0]
+    if len(vals) != 4:
+        raise ConfigError(f"a track is (x0, x1) in pixels; got {t!r}")
+    if not vals[1] > vals[0]:
+        raise ConfigError(f"track {vals[0]:g}:{vals[1]:g} is empty (x1 must be greater than x0)")
+    return Track(*vals)
+
+
+def parse_tracks(text: str | None) -> list[Track] | None:
+    """``"auto"``/empty -> None; ``"X0:X1,X0:X1"`` -> tracks (whole-image pixel columns)."""
+    if text is None or not str(text).strip() or str(text).strip().lower() == "auto":
+        return None
+    tracks = []
+    for part in str(text).split(","):
+        try:
+            a, b = (float(v) for v in part.split(":"))
+        except ValueError:
+            raise ConfigError(f"--tracks {text!r}: write track ranges as X0:X1,X0:X1 in pixels, "
+                              f"or 'auto'") from None
+        if not b > a:
+            raise ConfigError(f"--tracks: {part} is empty (X1 must be greater than X0)")
+        tracks.append(Track(a, b))
+    return sorted(tracks, key=lambda t: t.x0)
+
+
+def _dark_threshold(gray: np.ndarray) -> float:
+    """Ink/paper threshold: Otsu on a subsample, kept within sane limits."""
+    sample = gray[:: max(1, gray.shape[0] // 512), :: max(1, gray.shape[1] // 512)]
+    try:
+        from skimage.filters import threshold_otsu
+
+        thr = float(threshold_otsu(sample)) if sample.min() < sample.max() else 128.0
+    except Exception:  # noqa: BLE001 - a flat or odd image: use the middle grey
+        thr = 128.0
+    return float(min(max(thr, 60.0), 200.0))
+
+
+def estimate_skew(dark: np.ndarray, max_deg: float = 3.0) -> float:
+    """Slope (dx per row) that makes long vertical lines of ``dark`` sharpest.
+
+    Dark pixels are projected onto a sheared column axis for each candidate
+    angle; the angle with the most peaked column histogram wins (coarse then
+    fine search). Returns dx/drow (0 for a straight scan).
+    """
+    h, w = dark.shape
+    step = max(1, h // 1500)
+    rows, cols = np.nonzero(dark[::step])
+    if rows.size < 10:
+        return 0.0
+    if rows.size > 600_000:
+        keep = np.random.default_rng(0).choice(rows.size, 600_000, replace=False)
+        rows, cols = rows[keep], cols[keep]
+    rows = rows.astype(np.float64) * step - h / 2.0
+    cols = cols.astype(np.float64)
+
+    def sharpness(slope: float) -> float:
+        x = np.rint(cols - slope * rows).astype(np.int64)
+        x -= x.min()
+        hist = np.bincount(x).astype(np.float64)
+        return float(np.dot(hist, hist))
+
+    lim = math.tan(math.radians(max_deg))
+    coarse = np.linspace(-lim, lim, 2 * int(round(max_deg / 0.1)) + 1)
+    best = max(coarse, key=sharpness)
+    d = coarse[1] - coarse[0] if coarse.size > 1 else 0.0
+    fine = np.linspace(best - d, best + d, 21)
+    best = max(fine, key=sharpness)
+    return float(best) if abs(best) > 1e-5 else 0.0
+
+
+def _vertical_lines(profile: np.ndarray, level: float) -> list[tuple[int, int, float]]:
+    """Runs of columns with ``profile >= level``: (first, last, weight = summed profile)."""
+    on = profile >= level
+    pad = np.concatenate([[False], on, [False]]).astype(np.int8)
+    d = np.diff(pad)
+    starts, ends = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0] - 1
+    return [(int(a), int(b), float(profile[a:b + 1].sum())) for a, b in zip(starts, ends)]
+
+
+def find_tracks(gray: np.ndarray, *, min_width: int | None = None, max_skew_deg: float = 3.0,
+                dark_threshold: float | None = None) -> list[Track]:
+    """The tracks (plotting areas) of a log scan, left to right.
+
+    Long vertical lines are found in the column profile of dark pixels (after
+    undoing page skew). The heaviest of them are the track borders; a track
+    is the space between two neighbouring borders that is wide enough
+    (``min_width``, default 6 % of the image width) and holds vertical grid
+    lines or is at least twice as wide as the narrowest candidate (the depth
+    column between tracks has no vertical grid). Returns :class:`Track`
+    objects whose x0/x1 are the inner edges of the borders at mid-height.
+    """
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or gray.size == 0:
+        raise ConfigError(f"find_tracks needs a grayscale image, got shape {gray.shape}")
+    h, w = gray.shape
+    thr = _dark_threshold(gray) if dark_threshold is None else float(dark_threshold)
+    dark = gray < thr
+    slope = estimate_skew(dark, max_skew_deg)
+    # deskewed column profile: share of rows in which each (sheared) column is dark
+    step = max(1, h // 4000)
+    rr, cc = np.nonzero(dark[::step])
+    rr = rr.astype(np.float64) * step
+    row_ref = (h - 1) / 2.0
+    x = np.rint(cc - slope * (rr - row_ref)).astype(np.int64)
+    pad = int(abs(slope) * h) + 2
+    hist = np.bincount(x + pad, minlength=w + 2 * pad).astype(np.float64)
+    profile = hist / max(1, len(range(0, h, step)))
+    peak = float(profile.max()) if profile.size else 0.0
+    if peak < 0.2:
+        return []
+    lines = _vertical_lines(profile, max(0.35 * peak, 0.15))
+    if len(lines) < 2:
+        return []
+    weights = np.array([ln[2] for ln in lines])
+    heavy_level = max(0.55 * weights.max(), 1.6 * float(np.median(weights)) if len(lines) > 4 else 0.0)
+    heavy = [ln for ln in lines if ln[2] >= heavy_level]
+    if len(heavy) < 2:
+        heavy = sorted(lines, key=lambda ln: -ln[2])[:2]
+        heavy.sort()
+    min_w = int(min_width if min_width is not None else max(20, 0.06 * w))
+    cands = []
+    for left, right in zip(heavy[:-1], heavy[1:]):
+        x0, x1 = left[1] + 1, right[0] - 1      # inner edges (sheared coordinates)
+        if x1 - x0 < min_w:
+            continue
+        grid = [ln for ln in lines if ln[0] > x0 and ln[1] < x1]
+        cands.append((x0, x1, len(grid)))
+    if not cands:
+        return []
+    narrow = min(c[1] - c[0] for c in cands)
+    tracks = [Track(float(x0 - pad), float(x1 - pad), slope, row_ref)
+              for x0, x1, n_grid in cands if n_grid > 0 or (x1 - x0) >= 2 * narrow]
+    return tracks
+
+
+# =========================================================================== tracing
+
+
+@dataclass(frozen=True)
+class TraceParams:
+    """Knobs of the tracer (defaults suit 100-300 dpi scans)."""
+
+    margin: float = 2.0          # px beyond a track's borders still searched (ink at the edge)
+    max_gap: int = 60            # rows bridged by interpolation (dashes, dots, crossings); longer stay empty
+    join_tol: float = 10.0       # px two pieces of trace may be apart and still join
+    max_slope: float = 4.0       # px per row the trace may drift across a gap
+    cap_trim: float = 1.0        # rows (in stroke half-widths) dropped at the ends of each piece (round caps)
+    merge_gap: float = 12.0      # px between runs of one row that still belong to one stretch of trace
+    max_overlap: int = 4         # rows two consecutive pieces may share (side-by-side dashes, wraps)
+    gap_cost: float = 0.2        # chain score lost per empty row between two pieces
+    dist_cost: float = 0.5       # chain score lost per px of misfit at a link
+    break_cost: float = 25.0     # chain score lost by a jump (a piece that does not continue the last)
+    baseline_wrap: bool = True   # count wraps from the wrap count the trace spends most rows at
+
+
+def _row_runs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Horizontal runs of True in each row: (row, first col, last col), row-major."""
+    h, w = m.shape
+    p = np.zeros((h, w + 2), np.int8)
+    p[:, 1:-1] = m
+    d = np.diff(p, axis=1)
+    r0, a = np.nonzero(d == 1)
+    _, b = np.nonzero(d == -1)
+    return r0, a, b - 1
+
+
+@dataclass
+class _Pieces:
+    """Connected components of one curve class in one track, summarised."""
+
+    top: np.ndarray
+    bot: np.ndarray
+    nrows: np.ndarray
+    a_top: np.ndarray
+    b_top: np.ndarray
+    a_bot: np.ndarray
+    b_bot: np.ndarray
+    s_top: np.ndarray            # slope (px/row) over the first rows
+    s_bot: np.ndarray            # slope over the last rows
+    run_row: np.ndarray          # every run: row, first, last col (band), piece
+    run_a: np.ndarray
+    run_b: np.ndarray
+    run_piece: np.ndarray
+    lab: np.ndarray              # piece id + 1 on every ink pixel of the band, 0 elsewhere
+
+
+def _pieces(m: np.ndarray, join: int = 0) -> _Pieces | None:
+    from scipy import ndimage
+
+    # pieces side by side within ``join`` px (dashes of a near-horizontal stretch) are one piece
+    grown = ndimage.binary_dilation(m, structure=np.ones((1, 2 * join + 1), bool)) if join > 0 else m
+    lab, n = ndimage.label(grown, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return None
+    r, a, b = _row_runs(m)
+    piece = lab[r, a] - 1
+    order = np.lexsort((a, r, piece))
+    r, a, b, piece = r[order], a[order], b[order], piece[order]
+    # hull of each (piece, row)
+    key = piece.astype(np.int64) * (m.shape[0] + 1) + r
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    g_piece, g_row = piece[starts], r[starts]
+    g_a = np.minimum.reduceat(a, starts)
+    g_b = np.maximum.reduceat(b, starts)
+    g_c = (g_a + g_b) / 2.0
+    first = np.flatnonzero(np.r_[True, g_piece[1:] != g_piece[:-1]])
+    last = np.r_[first[1:] - 1, g_piece.size - 1]
+    k = 6
+    first_k = np.minimum(first + k, last)
+    last_k = np.maximum(last - k, first)
+
+    def slope(i, j):
+        dr = (g_row[j] - g_row[i]).astype(np.float64)
+        return np.where(dr > 0, (g_c[j] - g_c[i]) / np.maximum(dr, 1), 0.0)
+
+    return _Pieces(top=g_row[first], bot=g_row[last], nrows=(last - first + 1),
+                   a_top=g_a[first].astype(np.float64), b_top=g_b[first].astype(np.float64),
+                   a_bot=g_a[last].astype(np.float64), b_bot=g_b[last].astype(np.float64),
+                   s_top=slope(first, first_k), s_bot=slope(last_k, last),
+                   run_row=r, run_a=a, run_b=b, run_piece=piece, lab=np.where(m, lab, 0))
+
+
+def _interval_gap(a1: float, b1: float, a2: float, b2: float) -> float:
+    """Horizontal distance between intervals [a1, b1] and [a2, b2] (0 when they touch)."""
+    return max(0.0, a2 - b1 - 1.0, a1 - b2 - 1.0)
+
+
+def _chain(p: _Pieces, width: float, prm: TraceParams) -> list[tuple[int, int, int]]:
+    """Best chain of pieces top to bottom: [(piece, wraps, segment)], see the module docstring."""
+    n = p.top.size
+    order = np.lexsort((p.bot, p.top))
+    top, bot, nrows = p.top.tolist(), p.bot.tolist(), p.nrows.tolist()
+    a_top, b_top, a_bot, b_bot = p.a_top.tolist(), p.b_top.tolist(), p.a_bot.tolist(), p.b_bot.tolist()
+    s_bot = p.s_bot.tolist()
+    score = [0.0] * n
+    prev = [-1] * n
+    wrap_step = [0] * n
+    is_break = [True] * n
+    active: list[int] = []
+    closed: list[tuple[int, int]] = []       # heap of (bot, piece) of scored pieces
+    best_closed, best_closed_i = -math.inf, -1
+    shifts = (-width, 0.0, width)
+    for j in order.tolist():
+        tj = top[j]
+        while closed and closed[0][0] < tj:
+            _, i = heapq.heappop(closed)
+            if score[i] > best_closed:
+                best_closed, best_closed_i = score[i], i
+        horizon = tj - prm.max_gap - 1
+        active = [i for i in active if bot[i] >= horizon]
+        best, best_i, best_k, best_brk = float(nrows[j]), -1, 0, True
+        for i in active:
+            if bot[i] >= bot[j]:
+                continue
+            g = tj - bot[i] - 1
+            if g < -prm.max_overlap:
+                continue
+            steps = max(g, 0) + 1
+            drift = s_bot[i] * steps if g > 0 else 0.0
+            ai, bi = a_bot[i], b_bot[i]
+            # misfit: to where the last piece was heading, or to where it ended (short pieces
+            # give poor slopes), allowing a wrap to the other edge
+            dist, k = min((min(_interval_gap(ai + drift, bi + drift, a_top[j] + sh, b_top[j] + sh),
+                               _interval_gap(ai, bi, a_top[j] + sh, b_top[j] + sh)), kk)
+                          for kk, sh in zip((-1, 0, 1), shifts))
+            if dist > prm.join_tol + prm.max_slope * (steps - 1):
+                continue
+            gain = bot[j] - max(bot[i], tj - 1)
+            cand = score[i] + gain - prm.gap_cost * max(g, 0) - prm.dist_cost * dist
+            if cand > best:
+                best, best_i, best_k, best_brk = cand, i, k, False
+        if best_closed_i >= 0:
+            cand = best_closed + nrows[j] - prm.break_cost
+            if cand > best:
+                i = best_closed_i
+                ci = (a_bot[i] + b_bot[i]) / 2.0
+                cj = (a_top[j] + b_top[j]) / 2.0
+                k = min((-1, 0, 1), key=lambda kk: abs(cj + kk * width - ci))
+                best, best_i, best_k, best_brk = cand, i, k, True
+        score[j], prev[j], wrap_step[j], is_break[j] = best, best_i, best_k, best_brk
+        active.append(j)
+        heapq.heappush(closed, (bot[j], j))
+    j = int(np.argmax(score))
+    chain = []
+    while j >= 0:
+        chain.append(j)
+        j = prev[j]
+    chain.reverse()
+    out, wraps, seg = [], 0, 0
+    for idx, j in enumerate(chain):
+        if idx:
+            wraps += wrap_step[j]
+            seg += int(is_break[j])
+        out.append((j, wraps, seg))
+    if prm.baseline_wrap and out:
+        # the scale was chosen so the curve is on scale most of the time: the wrap count
+        # the trace spends most rows at is zero (wraps are excursions from it)
+        rows_at: dict[int, int] = {}
+        for j, wr, _ in out:
+            rows_at[wr] = rows_at.get(wr, 0) + nrows[j]
+        base = max(sorted(rows_at), key=lambda k: (rows_at[k], -abs(k)))
+        out = [(j, wr - base, sg) for j, wr, sg in out]
+    return out
+
+
+def _half_width(lengths: np.ndarray) -> float:
+    """Half the stroke width from the run lengths of a trace (near-vertical rows are the shortest)."""
+    if lengths.size == 0:
+        return 0.5
+    return max(0.5, (float(np.percentile(lengths, 20)) - 1.0) / 2.0)
+
+
+def _half_width(lengths: np.ndarray) -> float:
+    """Half the stroke width from the run lengths of a trace (near-vertical rows are the shortest)."""
+    if lengths.size == 0:
+        return 0.5
+    return max(0.5, (float(np.percentile(lengths, 20)) - 1.0) / 2.0)
+
+
+def _stroke_half_width(ink: np.ndarray, r: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Half the pen width: the typical ridge height of the ink's distance transform, less 1/2 px.
+
+    On the path of a stroke of half-width hw the nearest paper pixel is
+    hw + 0..1 px away, whatever the stroke's direction.
+    """
+    from scipy import ndimage
+
+    if r.size == 0:
+        return 0.5
+    rows = np.unique(r)
+    if rows.size > 4000:
+        rows = rows[:: rows.size // 4000 + 1]
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    sub = ink[lo:hi]
+    dt = ndimage.distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1]
+    ridge = dt[rows - lo].max(axis=1)
+    ridge = ridge[ridge > 0]
+    if ridge.size == 0:
+        return 0.5
+    return max(0.5, float(np.percentile(ridge, 25)) - 0.5)
+
+
+def _disc(radius: float) -> np.ndarray:
+    k = int(math.floor(radius))
+    dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
+    return dy * dy + dx * dx <= radius * radius + 1e-9
+
+
+def _core(ink: np.ndarray, hw: float, lab: np.ndarray) -> np.ndarray:
+    """The pen path of a thick stroke: the ink eroded to about half a pixel either side of it.
+
+    Eroding by a disc a little smaller than the stroke's half-width leaves the
+    pixels near the path: a thin line whose row runs behave like a 1 px pen
+    (near-horizontal legs cover one row each, round caps and the fat ends of
+    dots vanish). Pieces that vanish entirely keep their ink.
+    """
+    from scipy import ndimage
+
+    rho = hw - 0.7
+    if rho < 0.75:
+        return ink
+    core = ndimage.binary_erosion(ink, structure=_disc(rho))
+    kept = np.unique(lab[core])
+    all_ids = np.unique(lab[ink])
+    lost = np.setdiff1d(all_ids, kept)
+    if lost.size:
+        core |= np.isin(lab, lost) & ink
+    return core
+
+
+def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Trace one curve in one track band (rows x band columns) -> (x, xu) per row (NaN: none)."""
+    h = m.shape[0]
+    x = np.full(h, np.nan)
+    xu = np.full(h, np.nan)
+    p = _pieces(m, int(prm.merge_gap // 2))
+    if p is None:
+        return x, xu
+    width = track.width
+    chain = _chain(p, width, prm)
+    n = p.top.size
+    chosen = np.zeros(n + 1, bool)
+    wrap_lut = np.zeros(n + 1, np.int64)
+    seg_lut = np.full(n + 1, -1, np.int64)
+    ids = np.array([c[0] for c in chain]) + 1
+    chosen[ids] = True
+    wrap_lut[ids] = [c[1] for c in chain]
+    seg_lut[ids] = [c[2] for c in chain]
+
+    ink = chosen[p.lab]
+    sel = chosen[p.run_piece + 1]
+    fr, fa, fb, fp = p.run_row[sel], p.run_a[sel], p.run_b[sel], p.run_piece[sel] + 1
+    hw = _stroke_half_width(ink, fr, fa, fb)
+    core = _core(ink, hw, p.lab)
+    r, ca, cb = _row_runs(core)
+    cp = p.lab[r, ca]
+    shift = wrap_lut[cp] * width + col0
+    ua = ca + shift
+    ub = cb + shift
+    run_wr = wrap_lut[cp]
+    run_seg = seg_lut[cp]
+    order = np.lexsort((ua, r))
+    r, ua, ub, run_wr, run_seg = r[order], ua[order], ub[order], run_wr[order], run_seg[order]
+    # stretches: runs of a row closer than merge_gap
+    big = float(width) * 8 + 1e6
+    cummax_b = np.maximum.accumulate(ub + r * big) - r * big
+    new = np.r_[True, (r[1:] != r[:-1]) | (ua[1:] > cummax_b[:-1] + prm.merge_gap)]
+    sid = np.cumsum(new) - 1
+    n_s = int(sid[-1]) + 1
+    s_row = r[new]
+    s_a = np.minimum.reduceat(ua, np.flatnonzero(new)).astype(np.float64)
+    s_b = np.maximum.reduceat(ub, np.flatnonzero(new)).astype(np.float64)
+    # the wrap and segment of the longest run of each stretch
+    by_len = np.lexsort((ub - ua, sid))
+    best_run = by_len[np.r_[np.flatnonzero(np.diff(sid[by_len])), by_len.size - 1]]
+    s_wr = run_wr[best_run]
+    s_seg = run_seg[best_run]
+
+    # one stretch per row: where several remain, continue the rows above
+    row_first = np.flatnonzero(np.r_[True, s_row[1:] != s_row[:-1]])
+    row_count = np.diff(np.r_[row_first, n_s])
+    rows = s_row[row_first]
+    pick = row_first.copy()
+    multi = np.flatnonzero(row_count > 1)
+    if multi.size:
+        centre = (s_a + s_b) / 2.0
+        single_c = np.where(row_count == 1, centre[row_first], np.nan)
+        for mi in multi.tolist():
+            first = int(row_first[mi])
+            cands = np.arange(first, first + int(row_count[mi]))
+            if mi > 0 and rows[mi] - rows[mi - 1] <= 5:          # the stretch chosen just above
+                ref = (s_a[pick[mi - 1]] + s_b[pick[mi - 1]]) / 2.0
+            else:                                                # else the next unambiguous row
+                nxt = single_c[mi + 1:mi + 6]
+                ok = np.flatnonzero(~np.isnan(nxt))
+                ref = nxt[ok[0]] if ok.size else centre[first]
+            pick[mi] = cands[np.argmin(np.abs(centre[cands] - ref))]
+    a, b = s_a[pick], s_b[pick]
+    wr, seg = s_wr[pick], s_seg[pick]
+    # the full ink of the chosen stretch in each row (sub-pixel centre where the trace is steep)
+    fu_a = fa + wrap_lut[fp] * width + col0
+    fu_b = fb + wrap_lut[fp] * width + col0
+    idx = np.clip(np.searchsorted(rows, fr), 0, rows.size - 1)
+    hit = (rows[idx] == fr) & (fu_a <= b[idx] + 1 + hw) & (fu_b >= a[idx] - 1 - hw)
+    A = a - hw
+    B = b + hw
+    if hit.any():
+        A = np.full(rows.size, np.inf)
+        B = np.full(rows.size, -np.inf)
+        np.minimum.at(A, idx[hit], fu_a[hit].astype(np.float64))
+        np.maximum.at(B, idx[hit], fu_b[hit].astype(np.float64))
+        miss = ~np.isfinite(A)
+        A[miss], B[miss] = a[miss] - hw, b[miss] + hw
+    c = _row_centres(rows, a, b, A, B, seg, wr * width + col0, core, hw)
+    # ink rows
+    xu[rows] = c
+    x[rows] = c - wr * width
+    # bridge short gaps within a segment by linear interpolation of xu
+    if rows.size > 1:
+        d = np.diff(rows)
+        gaps = np.flatnonzero((d > 1) & (d <= prm.max_gap + 1) & (seg[1:] == seg[:-1]))
+        if gaps.size:
+            for gi in gaps.tolist():
+                r0, r1 = rows[gi], rows[gi + 1]
+                t = (np.arange(r0 + 1, r1) - r0) / (r1 - r0)
+                xu[r0 + 1:r1] = c[gi] + t * (c[gi + 1] - c[gi])
+            fill = np.isnan(x) & ~np.isnan(xu)
+            fr_ = np.flatnonzero(fill)
+            left = track.left(fr_)
+            k = np.floor((xu[fr_] - left) / width)
+            x[fr_] = xu[fr_] - k * width
+    return x, xu
+
+
+def _row_centres(rows, a, b, A, B, seg, shift, core, hw) -> np.ndarray:
+    """Where the pen path crosses each row (unwrapped x), from the core (a, b) and full ink (A, B).
+
+    Steep rows: the middle of the full ink (sub-pixel). Near-horizontal rows
+    (the core spans several px) follow the path of a 1 px pen: the core
+    of row r runs from where the path enters the row (m_up, shared with the
+    row above) through the path's point at the row's centre v to where it
+    leaves (m_dn). A turning point (both m at one end) is the far end; in a
+    monotone passage v mirrors the neighbour's point about m
+    (v_r = 2 m_up - v_{r-1}, exact for straight legs between rows), run
+    down from the row above and up from the row below and averaged.
+    """
+    core_c = (a + b) / 2.0
+    full_c = (A + B) / 2.0
+    steep = ((B - A + 1.0) <= 2.0 * hw + 2.5) & (np.abs(full_c - core_c) <= 1.0)
+    v = np.where(steep, full_c, core_c)
+    long_ = (b - a) >= 2.0
+    n = rows.size
+    if not long_.any():
+        return v
+    h, w = core.shape
+    nxt_ok = np.r_[(np.diff(rows) == 1) & (seg[1:] == seg[:-1]) & (shift[1:] == shift[:-1]), False]
+    prv_ok = np.r_[False, nxt_ok[:-1]]
+
+    def transition(i: int, j: int) -> float | None:
+        """Mean column where row i's core touches row j's core (unwrapped), or None."""
+        lo, hi = int(a[i] - shift[i]), int(b[i] - shift[i])
+        lo, hi = max(lo, 0), min(hi, w - 1)
+        if hi < lo:
+            return None
+        mine = core[rows[i], lo:hi + 1]
+        other = core[rows[j], max(lo - 1, 0):min(hi + 2, w)]
+        pad_l = 1 if lo - 1 >= 0 else 0
+        o = np.zeros(hi - lo + 3, bool)
+        o[1 - pad_l:1 - pad_l + other.size] = other
+        near = o[:-2] | o[1:-1] | o[2:]
+        cols = np.flatnonzero(mine & near[:mine.size])
+        if cols.size == 0:
+            return None
+        return float(cols.mean()) + lo + shift[i]
+
+    idx = np.flatnonzero(long_)
+    blocks = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
+    for blk in blocks:
+        # a block of near-horizontal rows, extended while rows follow each other
+        m_up = [transition(i, i - 1) if prv_ok[i] else None for i in blk]
+        m_dn = [transition(i, i + 1) if nxt_ok[i] else None for i in blk]
+        tip = [None] * len(blk)
+        for k, i in enumerate(blk):
+            mu, md = m_up[k], m_dn[k]
+            if mu is None or md is None:
+                continue
+            margin = max(TIP_MARGIN, hw + 1.5)
+            right = max(mu, md) < b[i] - margin
+            left = min(mu, md) > a[i] + margin
+            if right and not left:
+                t = B[i] - hw
+                tip[k] = t if abs(t - b[i]) <= 1.5 else b[i]
+            elif left and not right:
+                t = A[i] + hw
+                tip[k] = t if abs(t - a[i]) <= 1.5 else a[i]
+
+        def bounds(k: int, i: int) -> tuple[float, float]:
+            ms = [m for m in (m_up[k], m_dn[k]) if m is not None]
+            if len(ms) == 2:
+                return min(ms), max(ms)
+            return a[i], b[i]
+
+        fwd = [None] * len(blk)
+        prev = v[blk[0] - 1] if prv_ok[blk[0]] else None
+        for k, i in enumerate(blk):
+            if tip[k] is not None:
+                fwd[k] = tip[k]
+            elif REFLECT and prev is not None and m_up[k] is not None:
+                lo, hi = bounds(k, i)
+                fwd[k] = min(max(2.0 * m_up[k] - prev, lo), hi)
+            prev = fwd[k]
+        bwd = [None] * len(blk)
+        nxt = v[blk[-1] + 1] if nxt_ok[blk[-1]] else None
+        for k in range(len(blk) - 1, -1, -1):
+            i = blk[k]
+            if tip[k] is not None:
+                bwd[k] = tip[k]
+            elif REFLECT and nxt is not None and m_dn[k] is not None:
+                lo, hi = bounds(k, i)
+                bwd[k] = min(max(2.0 * m_dn[k] - nxt, lo), hi)
+            nxt = bwd[k]
+        for k, i in enumerate(blk):
+            got = [e for e in (fwd[k], bwd[k]) if e is not None]
+            if got:
+                v[i] = sum(got) / len(got)
+    return v
+
+
+def _track_bands(tracks: Sequence[Track], width: int, prm: TraceParams) -> list[tuple[float, float]]:
+    """Search margin left and right of each track, never reaching a neighbour's middle."""
+    out = []
+    for i, t in enumerate(tracks):
+        ml = mr = prm.margin
+        if i > 0:
+            ml = min(ml, max(0.0, (t.x0 - tracks[i - 1].x1) / 2.0 - 0.5))
+        if i < len(tracks) - 1:
+            mr = min(mr, max(0.0, (tracks[i + 1].x0 - t.x1) / 2.0 - 0.5))
+        out.append((ml, mr))
+    return out
+
+
+def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams | None = None,
+                 *, progress=None) -> pd.DataFrame:
+    """Centre line of curve1 and curve2 in every track, one table row per image row and track.
+
+    ``labels``: uint8 (H, W) of 0/1/2 (255 = both curves, as in truth masks).
+    ``tracks``: :class:`Track` objects or ``(x0, x1)`` pairs in whole-image
+    columns. Returns a DataFrame with columns ``row, track, curve1_x,
+    curve2_x, curve1_xu, curve2_xu`` (x: where the ink is; xu: unwrapped,
+    ``x + wraps * track width``; NaN where the curve is absent). The tracks
+    are kept in ``table.attrs["tracks"]`` (list of dicts).
+    """
+    prm = params or TraceParams()
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise MaskError(f"labels must be a 2-D label image, got shape {labels.shape}")
+    h, w = labels.shape
+    tracks = sorted((as_track(t) for t in tracks), key=lambda t: t.x0)
+    frames = []
+    margins = _track_bands(tracks, w, prm)
+    rows = np.arange(h)
+    for ti, (t, (ml, mr)) in enumerate(zip(tracks, margins)):
+        lo = t.left(rows) - ml
+        hi = t.right(rows) + mr
+        c0 = int(max(0, math.floor(lo.min())))
+        c1 = int(min(w, math.ceil(hi.max()) + 1))
+        cols = {"row": rows, "track": np.full(h, ti)}
+        xs: dict[str, np.ndarray] = {}
+        for name in CURVES:
+            if c1 <= c0:
+                xs[name] = (np.full(h, np.nan), np.full(h, np.nan))
+                continue
+            band = labels[:, c0:c1]
+            m = (band == CURVE_CLASSES[name]) | (band == IGNORE)
+            if t.slope != 0.0 or c0 > lo.min() or c1 < hi.max():
+                cc = np.arange(c0, c1)[None, :]
+                m &= (cc >= lo[:, None]) & (cc <= hi[:, None])
+            xs[name] = _trace_band(m, c0, t, prm)
+            if progress is not None:
+                progress()
+        for name in CURVES:
+            cols[f"{name}_x"] = xs[name][0]
+        for name in CURVES:
+            cols[f"{name}_xu"] = xs[name][1]
+        frames.append(pd.DataFrame(cols))
+    if frames:
+        table = pd.concat(frames, ignore_index=True)
+    else:
+        table = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in BASE_COLUMNS})
+        table["row"] = table["row"].astype(np.int64)
+        table["track"] = table["track"].astype(np.int64)
+    table.attrs["tracks"] = [t.as_dict() for t in tracks]
+    table.attrs["height"] = int(h)
+    return table
+
+
+# =========================================================================== calibration
+
+
+@dataclass(frozen=True)
+class ValueScale:
+    """A track's value scale: ``left`` at the left border, ``right`` at the right, linear or log10.
+
+    ``frac = (v - left) / (right - left)`` (linear) or
+    ``(log10 v - log10 left) / (log10 right - log10 left)`` (log); a fraction
+    beyond 0..1 is a wrapped-around value (the drawn x is ``frac mod 1``).
+    """
+
+    left: float
+    right: float
+    scale: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("linear", "log"):
+            raise ConfigError(f"value scale must be 'linear' or 'log', got {self.scale!r}")
+        if not (math.isfinite(self.left) and math.isfinite(self.right)) or self.left == self.right:
+            raise ConfigError(f"value scale needs two different finite values; got left={self.left:g}, "
+                              f"right={self.right:g}")
+        if self.scale == "log" and (self.left <= 0 or self.right <= 0):
+            raise ConfigError(f"a logarithmic scale needs positive left and right values; got "
+                              f"{self.left:g} and {self.right:g}")
+
+    def to_value(self, frac) -> np.ndarray:
+        f = np.asarray(frac, np.float64)
+        if self.scale == "log":
+            lo, hi = math.log10(self.left), math.log10(self.right)
+            return np.power(10.0, lo + f * (hi - lo))
+        return self.left + f * (self.right - self.left)
+
+    def to_frac(self, value) -> np.ndarray:
+        v = np.asarray(value, np.float64)
+        if self.scale == "log":
+            lo, hi = math.log10(self.left), math.log10(self.right)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return (np.log10(v) - lo) / (hi - lo)
+        return (v - self.left) / (self.right - self.left)
+
+
+@dataclass(frozen=True)
+class DepthFit:
+    """depth(row) = ``top + per_row * row``, with how well the given points fitted."""
+
+    top: float                    # depth at row 0
+    per_row: float                # depth units per image row
+    unit: str = "ft"
+    residual: float = 0.0         # rms misfit of the given points, depth units
+    max_residual: float = 0.0
+    n_points: int = 0
+    method: str = "points"        # "points" (least squares) or "grid" (grid lines + one anchor)
+
+    def depth(self, rows) -> np.ndarray:
+        return self.top + self.per_row * np.asarray(rows, np.float64)
+
+    def row(self, depth) -> np.ndarray:
+        return (np.asarray(depth, np.float64) - self.top) / self.per_row
+
+    def describe(self) -> str:
+        return (f"depth = {self.top:.4g} + {self.per_row:.6g} * row {self.unit} ({self.method}, "
+                f"{self.n_points} points, rms residual {self.residual:.3g} {self.unit})")
+
+
+def _check_unit(unit: str) -> str:
+    if unit not in DEPTH_UNITS:
+        raise ConfigError(f"depth unit must be one of {', '.join(DEPTH_UNITS)}; got {unit!r}")
+    return unit
+
+
+def fit_depth(points: Sequence[tuple[float, float]], unit: str = "ft") -> DepthFit:
+    """Least-squares straight line depth = top + per_row * row through (row, depth) points.
+
+    Needs two or more points on different rows; reports the rms and largest
+    residual (in depth units) so a mistyped point shows.
+    """
+    _check_unit(unit)
+    pts = np.asarray([(float(r), float(d)) for r, d in points], np.float64).reshape(-1, 2)
+    if len(pts) < 2:
+        raise ConfigError("depth calibration needs at least two ROW:DEPTH points "
+                          "(or one point and --depth-grid SPACING)")
+    if not np.isfinite(pts).all():
+        raise ConfigError("depth points must be finite numbers")
+    if np.ptp(pts[:, 0]) == 0:
+        raise ConfigError("depth points must lie on at least two different rows")
+    a = np.c_[np.ones(len(pts)), pts[:, 0]]
+    (top, per_row), *_ = np.linalg.lstsq(a, pts[:, 1], rcond=None)
+    if per_row == 0:
+        raise ConfigError("depth points give the same depth on every row")
+    res = pts[:, 1] - (top + per_row * pts[:, 0])
+    return DepthFit(float(top), float(per_row), unit, float(np.sqrt(np.mean(res ** 2))),
+                    float(np.abs(res).max()), len(pts), "points")
+
+
+def horizontal_lines(gray: np.ndarray, tracks: Sequence[Any] | None = None,
+                     dark_threshold: float | None = None) -> np.ndarray:
+    """Rows (float centres) of the horizontal grid lines that cross the tracks."""
+    gray = np.asarray(gray)
+    h, w = gray.shape
+    thr = _dark_threshold(gray) if dark_threshold is None else float(dark_threshold)
+    tracks = [as_track(t) for t in tracks] if tracks else [Track(0.0, float(w - 1))]
+    prof = np.zeros(h)
+    total = 0.0
+    for t in tracks:
+        c0, c1 = int(max(0, math.ceil(t.x0))), int(min(w, math.floor(t.x1) + 1))
+        if c1 - c0 < 3:
+            continue
+        rr, cc = np.nonzero(gray[:, c0:c1] < thr)
+        # a line perpendicular to the (skewed) borders: row + slope * (x - x_mid) is constant
+        r = np.rint(rr + t.slope * (cc + c0 - (c0 + c1) / 2.0)).astype(np.int64)
+        ok = (r >= 0) & (r < h)
+        prof += np.bincount(r[ok], minlength=h)[:h]
+        total += c1 - c0
+    if total == 0:
+        return np.zeros(0)
+    prof /= total
+    on = prof >= 0.5
+    pad = np.concatenate([[False], on, [False]]).astype(np.int8)
+    d = np.diff(pad)
+    a, b = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0] - 1
+    centres = [float(np.average(np.arange(s, e + 1), weights=prof[s:e + 1])) for s, e in zip(a, b)]
+    return np.asarray(centres)
+
+
+def depth_from_grid(gray: np.ndarray, spacing: float, anchor: tuple[float, float], *,
+                    tracks: Sequence[Any] | None = None, unit: str = "ft") -> DepthFit:
+    """Depth scale from the horizontal grid lines and their spacing, tied to one known row.
+
+    ``spacing`` is the depth between neighbouring grid lines (the finest set);
+    ``anchor`` is ``(row, depth)``. The line period in rows is fitted by least
+    squares over all lines found (each line numbered by its rounded distance
+    from the anchor-nearest line); the residual is the rms misfit of the lines
+    in depth units.
+    """
+    _check_unit(unit)
+    if not (spacing and math.isfinite(spacing) and spacing > 0):
+        raise ConfigError(f"--depth-grid must be a positive depth spacing, got {spacing!r}")
+    lines = horizontal_lines(gray, tracks)
+    if lines.size < 3:
+        raise ConfigError(f"found {lines.size} horizontal grid lines; need at least 3 to use "
+                          f"--depth-grid (give two --depth-points instead)")
+    diffs = np.diff(lines)
+    period = float(np.median(diffs))
+    if period < 2:
+        raise ConfigError("the horizontal grid lines are too close together to calibrate depth")
+    # refine: number the lines and fit row = c + period * n
+    for _ in range(2):
+        n = np.rint((lines - lines[0]) / period)
+        keep = np.abs(lines - lines[0] - n * period) < 0.25 * period
+        if keep.sum() < 3:
+            break
+        a = np.c_[np.ones(int(keep.sum())), n[keep]]
+        (c, period), *_ = np.linalg.lstsq(a, lines[keep], rcond=None)
+        period = float(period)
+    n = np.rint((lines - lines[0]) / period)
+    res_rows = lines - (lines[0] + n * period)
+    res_rows -= np.median(res_rows)
+    per_row = float(spacing) / period
+    row0, depth0 = float(anchor[0]), float(anchor[1])
+    top = depth0 - per_row * row0
+    res = np.abs(res_rows[np.abs(res_rows) < 0.25 * period]) * per_row
+    return DepthFit(top, per_row, unit, float(np.sqrt(np.mean(res ** 2))) if res.size else 0.0,
+                    float(res.max()) if res.size else 0.0, int(lines.size), "grid")
+
+
+@dataclass(frozen=True)
+class CurveName:
+    """What a curve is called in LAS and CSV."""
+
+    mnemonic: str
+    unit: str = ""
+    description: str = ""
+
+
+def default_name(track: int, curve: int) -> CurveName:
+    """T1C1, T1C2, T2C1, ...: track and curve numbers, 1-based."""
+    return CurveName(f"T{track + 1}C{curve + 1}", "",
+                     f"track {track + 1} {'solid' if curve == 0 else 'dashed/dotted'} curve")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything needed to turn pixel positions into depth and values.
+
+    ``scales`` and ``names`` are per track, left to right; a single scale is
+    used for every track. Depth comes from ``depth`` (a :class:`DepthFit`), or
+    from ``depth_points`` (fitted when used) or ``grid_spacing`` with one
+    anchor point in ``depth_points`` (needs the scan).
+    """
+
+    depth: DepthFit | None = None
+    depth_points: tuple[tuple[float, float], ...] = ()
+    grid_spacing: float | None = None
+    depth_unit: str = "ft"
+    step: float | None = None
+    scales: tuple[ValueScale | None, ...] = ()
+    names: tuple[tuple[CurveName, CurveName], ...] = ()
+    well: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def has_depth(self) -> bool:
+        return self.depth is not None or len(self.depth_points) >= 2 or \
+            (self.grid_spacing is not None and len(self.depth_points) >= 1)
+
+    def resolve_depth(self, gray: np.ndarray | None = None, tracks: Sequence[Any] | None = None
+                      ) -> DepthFit | None:
+        if self.depth is not None:
+            return self.depth
+        if self.grid_spacing is not None:
+            if not self.depth_points:
+                raise ConfigError("--depth-grid needs one known depth: add --depth-points ROW:DEPTH")
+            if gray is None:
+                raise ConfigError("depth from the grid lines needs the scan image")
+            return depth_from_grid(gray, self.grid_spacing, self.depth_points[0], tracks=tracks,
+                                   unit=self.depth_unit)
+        if len(self.depth_points) >= 2:
+            return fit_depth(self.depth_points, self.depth_unit)
+        if len(self.depth_points) == 1:
+            raise ConfigError("one depth point is not enough: give two or more ROW:DEPTH points, "
+                              "or add --depth-grid SPACING")
+        return None
+
+    def scale_for(self, track: int, n_tracks: int) -> ValueScale | None:
+        if not self.scales:
+            return None
+        if len(self.scales) == 1:
+            return self.scales[0]
+        if len(self.scales) != n_tracks:
+            raise ConfigError(f"{len(self.scales)} value scales given for {n_tracks} tracks; give one per "
+                              f"track (or one for all), or fix the tracks with --tracks")
+        return self.scales[track]
+
+    def name_for(self, track: int, curve: int, n_tracks: int) -> CurveName:
+        if self.names:
+            if len(self.names) != n_tracks and len(self.names) != 1:
+                raise ConfigError(f"curve names given for {len(self.names)} tracks but the scan has "
+                                  f"{n_tracks}; give one NAME1,NAME2 per track")
+            names = self.names[track] if len(self.names) == n_tracks else self.names[0]
+            if curve < len(names) and names[curve] is not None and names[curve].mnemonic:
+                return names[curve]
+        return default_name(track, curve)
+
+
+def curve_names(cal: Calibration | None, n_tracks: int) -> list[tuple[CurveName, CurveName]]:
+    """Unique LAS mnemonics for every (track, curve), numbered when repeated."""
+    cal = cal or Calibration()
+    names = [[cal.name_for(t, c, n_tracks) for c in range(2)] for t in range(n_tracks)]
+    seen: dict[str, int] = {}
+    out = []
+    for pair in names:
+        fixed = []
+        for nm in pair:
+            key = nm.mnemonic.upper()
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > 1:
+                nm = CurveName(f"{nm.mnemonic}_{seen[key]}", nm.unit, nm.description)
+            fixed.append(nm)
+        out.append((fixed[0], fixed[1]))
+    return out
+
+
+def apply_calibration(table: pd.DataFrame, tracks: Sequence[Track], depth: DepthFit | None,
+                      cal: Calibration | None) -> pd.DataFrame:
+    """Add ``depth`` and ``curveN_value`` columns to a traced table (a new table)."""
+    out = table.copy()
+    if depth is not None:
+        out["depth"] = depth.depth(out["row"].to_numpy())
+    if cal is not None and cal.scales:
+        n = len(tracks)
+        for name in CURVES:
+            vals = np.full(len(out), np.nan)
+            for ti, t in enumerate(tracks):
+                sc = cal.scale_for(ti, n)
+                if sc is None:
+                    continue
+                sel = (out["track"] == ti).to_numpy()
+                frac = t.frac(out.loc[sel, "row"].to_numpy(), out.loc[sel, f"{name}_xu"].to_numpy())
+                vals[sel] = sc.to_value(frac)
+            out[f"{name}_value"] = vals
+    out.attrs = dict(table.attrs)
+    return out
+
+
+# =========================================================================== the digitised log
+
+
+@dataclass
+class DigitizedLog:
+    """The curves of one scan: ``table`` (one row per image row and track), tracks and notes."""
+
+    table: pd.DataFrame
+    tracks: list[Track]
+    info: dict = field(default_factory=dict)
+    calibration: Calibration | None = None
+    depth: DepthFit | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.depth is not None
+
+    def names(self) -> list[tuple[CurveName, CurveName]]:
+        return curve_names(self.calibration, len(self.tracks))
+
+    def curves(self, step: float | None = None) -> pd.DataFrame:
+        """The curves resampled to a regular depth step: DEPT plus one column per curve."""
+        return resample(self, step)
+
+
+def nice_step(per_row: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^k at least one row's depth."""
+    d = abs(float(per_row))
+    if not d > 0:
+        return 1.0
+    k = math.floor(math.log10(d))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        s = m * 10.0 ** k
+        if s >= d * 0.999:
+            return float(f"{s:.6g}")
+    return 10.0 ** (k + 1)
+
+
+def _sample_rows(frac: np.ndarray, rows_f: np.ndarray) -> np.ndarray:
+    """Linear interpolation of a per-row series at fractional rows; NaN unless both neighbours exist."""
+    h = frac.size
+    r0 = np.floor(rows_f).astype(np.int64)
+    t = rows_f - r0
+    out = np.full(rows_f.size, np.nan)
+    ok = (r0 >= 0) & (r0 < h)
+    r1 = np.minimum(r0 + 1, h - 1)
+    a = np.where(ok, frac[np.clip(r0, 0, h - 1)], np.nan)
+    b = np.where(ok, frac[np.clip(r1, 0, h - 1)], np.nan)
+    exact = ok & (t < 1e-9)
+    out[exact] = a[exact]
+    both = ok & ~exact & np.isfinite(a) & np.isfinite(b)
+    out[both] = a[both] + t[both] * (b[both] - a[both])
+    return out
+
+
+def resample(log: DigitizedLog, step: float | None = None) -> pd.DataFrame:
+    """Curves at a regular depth step (``step`` or the calibration's, else a nice step near one row).
+
+    Interpolates each curve's unwrapped track fraction between neighbouring
+    rows (never across an empty row), then maps it to the value scale; curves
+    without a scale stay as track fractions.
+    """
+    if log.depth is None:
+        raise ConfigError("resampling by depth needs a depth calibration (--depth-points or --depth-grid)")
+    dfit = log.depth
+    height = int(log.table.attrs.get("height", int(log.table["row"].max()) + 1 if len(log.table) else 0))
+    step = step or (log.calibration.step if log.calibration else None) or nice_step(dfit.per_row)
+    if not step > 0:
+        raise ConfigError(f"--step must be positive, got {step}")
+    d_a, d_b = sorted((float(dfit.depth(0)), float(dfit.depth(max(0, height - 1)))))
+    start = math.ceil(d_a / step - 1e-9) * step
+    n = int(math.floor((d_b - start) / step + 1e-9)) + 1 if d_b >= start else 0
+    depths = start + step * np.arange(max(0, n))
+    depths = np.round(depths, 10)
+    rows_f = dfit.row(depths)
+    cols: dict[str, np.ndarray] = {"DEPT": depths}
+    names = log.names()
+    n_tr = len(log.tracks)
+    for ti, t in enumerate(log.tracks):
+        sub = log.table[log.table["track"] == ti].sort_values("row")
+        full_rows = np.arange(height)
+        for ci, cname in enumerate(CURVES):
+            frac = np.full(height, np.nan)
+            r = sub["row"].to_numpy()
+            frac[r] = t.frac(r, sub[f"{cname}_xu"].to_numpy())
+            f = _sample_rows(frac, rows_f)
+            sc = log.calibration.scale_for(ti, n_tr) if log.calibration else None
+            vals = sc.to_value(f) if sc is not None else f
+            cols[names[ti][ci].mnemonic] = vals
+        del full_rows
+    return pd.DataFrame(cols)
+
+
+def digitize_labels(labels: np.ndarray, gray: np.ndarray | None = None, tracks: Sequence[Any] | None = None,
+                    calibration: Calibration | None = None, params: TraceParams | None = None) -> DigitizedLog:
+    """Labels (and the scan, to find tracks or depth grid lines) -> :class:`DigitizedLog`.
+
+    ``tracks`` None finds them in ``gray`` (:func:`find_tracks`); a
+    ``calibration`` adds depth and value columns and enables LAS output.
+    """
+    labels = np.asarray(labels)
+    if gray is not None and np.asarray(gray).shape[:2] != labels.shape[:2]:
+        raise MaskError(f"the mask is {labels.shape[1]}x{labels.shape[0]} px but the image is "
+                        f"{gray.shape[1]}x{gray.shape[0]} px; they must be the same size")
+    if tracks is None or (isinstance(tracks, str) and tracks.strip().lower() == "auto"):
+        if gray is None:
+            raise ConfigError("finding tracks needs the scan image; give tracks as X0:X1 pixel ranges")
+        found = find_tracks(gray)
+        if not found:
+            raise ConfigError("no tracks found (no heavy vertical borders); give them with "
+                              "--tracks X0:X1,X0:X1")
+        track_list = found
+        how = "auto"
+    else:
+        if isinstance(tracks, str):
+            tracks = parse_tracks(tracks)
+        track_list = sorted((as_track(t) for t in tracks), key=lambda t: t.x0)
+        how = "given"
+        w = labels.shape[1]
+        for t in track_list:
+            if t.x1 <= 0 or t.x0 >= w - 1:
+                raise ConfigError(f"track {t.x0:g}:{t.x1:g} lies outside the image (0..{w - 1})")
+    table = trace_curves(labels, track_list, params)
+    info: dict[str, Any] = {"tracks_found_by": how, "n_tracks": len(track_list),
+                            "tracks": [t.as_dict() for t in track_list]}
+    depth = None
+    if calibration is not None:
+        if calibration.names or calibration.scales:
+            curve_names(calibration, len(track_list))        # check counts early
+            for ti in range(len(track_list)):
+                calibration.scale_for(ti, len(track_list))
+        depth = calibration.resolve_depth(gray, track_list)
+        table = apply_calibration(table, track_list, depth, calibration)
+        if depth is not None:
+            info["depth"] = {"top": depth.top, "per_row": depth.per_row, "unit": depth.unit,
+                             "residual": depth.residual, "max_residual": depth.max_residual,
+                             "n_points": depth.n_points, "method": depth.method}
+    for name in CURVES:
+        found = table[f"{name}_x"].notna()
+        info[f"{name}_rows"] = int(found.sum())
+    return DigitizedLog(table=table, tracks=track_list, info=info, calibration=calibration, depth=depth)
+
+
+def csv_columns(table: pd.DataFrame) -> list[str]:
+    """The CSV's columns, in order: base, then depth and values when present."""
+    cols = list(BASE_COLUMNS)
+    cols += [c for c in DEPTH_COLUMNS + VALUE_COLUMNS if c in table.columns]
+    return cols
+
+
+def write_csv(log: DigitizedLog | pd.DataFrame, path: str | Path) -> Path:
+    """The per-row table as CSV (x in pixels, 3 decimals; empty where a curve is absent), atomically."""
+    from veer.io import atomic_write
+
+    table = log.table if isinstance(log, DigitizedLog) else log
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        table[csv_columns(table)].to_csv(tmp, index=False, float_format="%.6g", na_rep="")
+    return path
+
+
+def to_las(log: DigitizedLog, step: float | None = None, well: Mapping[str, str] | None = None):
+    """A lasio LASFile: depth-resampled curves, well header, NULL -999.25."""
+    import lasio
+
+    if log.depth is None:
+        raise ConfigError("LAS output needs a depth calibration (--depth-points or --depth-grid)")
+    df = resample(log, step)
+    las = lasio.LASFile()
+    header = dict(log.calibration.well) if log.calibration else {}
+    header.update(well or {})
+    for key, value in header.items():
+        key = str(key).upper()
+        if key in las.well:
+            las.well[key].value = str(value)
+        else:
+            las.well[key] = lasio.HeaderItem(key, "", str(value), "")
+    las.well["NULL"].value = LAS_NULL
+    las.params["VEER"] = lasio.HeaderItem("VEER", "", "digitised by veer", "software")
+    if log.depth.residual or log.depth.n_points:
+        las.params["DRES"] = lasio.HeaderItem("DRES", DEPTH_UNITS[log.depth.unit],
+                                              f"{log.depth.residual:.4g}", "depth calibration rms residual")
+    las.append_curve("DEPT", df["DEPT"].to_numpy(), unit=DEPTH_UNITS[log.depth.unit], descr="depth")
+    names = log.names()
+    n_tr = len(log.tracks)
+    for ti in range(n_tr):
+        sc = log.calibration.scale_for(ti, n_tr) if log.calibration else None
+        for ci in range(2):
+            nm = names[ti][ci]
+            unit = nm.unit if sc is not None else "frac"
+            descr = nm.description or default_name(ti, ci).description
+            las.append_curve(nm.mnemonic, df[nm.mnemonic].to_numpy(), unit=unit, descr=descr)
+    return las
+
+
+def write_las(log: DigitizedLog, path: str | Path, step: float | None = None,
+              well: Mapping[str, str] | None = None) -> Path:
+    """LAS 2.0 via lasio, atomically."""
+    las = to_las(log, step, well)
+    path = Path(path)
+    from veer.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            las.write(fh, version=2.0, wrap=False, fmt="%.6g")
+    return path
+
+
+# =========================================================================== scoring against truth
+
+
+def _table_tracks(table: pd.DataFrame, tracks: Sequence[Any] | None) -> list[Track]:
+    if tracks is not None:
+        return [as_track(t) for t in tracks]
+    stored = table.attrs.get("tracks")
+    if stored:
+        return [as_track(t) for t in stored]
+    # unknown geometry: the span of each track's curves
+    out = []
+    for ti in sorted(table["track"].unique()):
+        sub = table[table["track"] == ti]
+        xs = pd.concat([sub["curve1_x"], sub["curve2_x"]]).dropna()
+        if len(xs):
+            out.append(Track(float(xs.min()), float(xs.max()) + 1.0))
+    return out
+
+
+def match_tracks(truth_tracks: np.ndarray, found: Sequence[Track]) -> dict[int, int]:
+    """truth track -> found track, greedily by overlap (intersection over union of x ranges >= 0.3)."""
+    pairs = []
+    for i, (a0, a1) in enumerate(np.asarray(truth_tracks, np.float64).reshape(-1, 2)):
+        for j, t in enumerate(found):
+            inter = min(a1, t.x1) - max(a0, t.x0)
+            union = max(a1, t.x1) - min(a0, t.x0)
+            if inter > 0 and union > 0:
+                pairs.append((inter / union, i, j))
+    out: dict[int, int] = {}
+    used: set[int] = set()
+    for iou, i, j in sorted(pairs, reverse=True):
+        if iou < 0.3 or i in out or j in used:
+            continue
+        out[i] = j
+        used.add(j)
+    return out
+
+
+def _truth_scale(meta: Mapping, ti: int) -> ValueScale | None:
+    try:
+        t = meta["tracks"][ti]
+        return ValueScale(float(t["left"]), float(t["right"]), str(t.get("scale", "linear")))
+    except (KeyError, IndexError, TypeError, ConfigError, ValueError):
+        return None
+
+
+def _per_row(table: pd.DataFrame, ti: int, column: str, height: int) -> np.ndarray:
+    out = np.full(height, np.nan)
+    if column not in table.columns:
+        return out
+    sub = table[table["track"] == ti]
+    r = sub["row"].to_numpy()
+    ok = (r >= 0) & (r < height)
+    out[r[ok]] = sub[column].to_numpy(np.float64)[ok]
+    return out
+
+
+def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequence[Any] | None = None,
+                 tol_px: float = 3.0, wrap_window: int = 10) -> dict:
+    """How close the traced curves are to a synthetic log's true centre lines.
+
+    ``truth``: :class:`veer.synth.Truth` (or anything with ``centerline``,
+    ``value``, ``tracks``, ``meta``). Found tracks (from ``tracks``, the
+    table's ``attrs["tracks"]`` or a DigitizedLog) are matched to truth
+    tracks by overlap. Per curve class, pooled over tracks:
+
+    * ``median_px`` / ``mean_px`` / ``p95_px``: absolute x error on rows where
+      both truth and trace have the curve;
+    * ``within3``: share of truth rows traced within ``tol_px`` (a missed row
+      counts as outside); ``within3_found``: the same among traced rows;
+    * ``missed``: share of truth rows with nothing traced; ``spurious``: share
+      of traced rows where the truth has no curve;
+    * ``wraps``, ``wraps_correct``, ``wrap_share``: truth wrap-around events
+      (the wrap count changes) and the share whose unwrapped position right
+      after the event matches the truth (median |frac error| < 0.25 over the
+      next ``wrap_window`` rows);
+    * ``mae`` and ``r2``: in the track's physical units (the table's values if
+      calibrated, else the trace mapped through the truth's value scale).
+
+    Counts (``n_*``) are included so scores of many logs can be pooled
+    (:func:`pool_scores`).
+    """
+    if isinstance(table, DigitizedLog):
+        tracks = tracks if tracks is not None else table.tracks
+        table = table.table
+    cl = np.asarray(truth.centerline, np.float64)
+    tv = np.asarray(truth.value, np.float64)
+    meta = getattr(truth, "meta", {}) or {}
+    n_truth, _, height = cl.shape
+    found = _table_tracks(table, tracks)
+    match = match_tracks(truth.tracks, found)
+    out: dict[str, Any] = {"tracks_truth": int(n_truth), "tracks_found": len(found),
+                           "tracks_matched": len(match)}
+    for ci, name in enumerate(CURVES):
+        errs, t_vals, f_vals = [], [], []
+        n_truth_rows = n_found_rows = n_missed = n_spurious = n_within = 0
+        n_wraps = n_wraps_ok = 0
+        for ti in range(n_truth):
+            tx = cl[ti, ci]
+            exists = np.isfinite(tx)
+            if ti in match:
+                fj = match[ti]
+                fx = _per_row(table, fj, f"{name}_x", height)
+                fxu = _per_row(table, fj, f"{name}_xu", height)
+                fval = _per_row(table, fj, f"{name}_value", height)
+                ftrack = found[fj]
+            else:
+                fx = fxu = fval = np.full(height, np.nan)
+                ftrack = None
+            got = np.isfinite(fx)
+            both = exists & got
+            e = np.abs(fx[both] - tx[both])
+            errs.append(e)
+            n_truth_rows += int(exists.sum())
+            n_found_rows += int(got.sum())
+            n_missed += int((exists & ~got).sum())
+            n_spurious += int((got & ~exists).sum())
+            n_within += int((e <= tol_px).sum())
+            scale = _truth_scale(meta, ti)
+            rows = np.arange(height)
+            ffrac = ftrack.frac(rows, fxu) if ftrack is not None else np.full(height, np.nan)
+            if scale is not None and not np.isfinite(fval).any():
+                fval = scale.to_value(ffrac)
+            vb = np.isfinite(tv[ti, ci]) & np.isfinite(fval)
+            t_vals.append(tv[ti, ci][vb])
+            f_vals.append(fval[vb])
+            if scale is not None:
+                tfrac = scale.to_frac(tv[ti, ci])
+                wr = np.floor(tfrac)
+                valid = np.flatnonzero(np.isfinite(wr))
+                if valid.size > 1:
+                    ev = valid[1:][wr[valid[1:]] != wr[valid[:-1]]]
+                    for r in ev.tolist():
+                        n_wraps += 1
+                        win = slice(r, min(height, r + wrap_window))
+                        d = np.abs(ffrac[win] - tfrac[win])
+                        d = d[np.isfinite(d)]
+                        if d.size and float(np.median(d)) < 0.25:
+                            n_wraps_ok += 1
+        e = np.concatenate(errs) if errs else np.zeros(0)
+        tvs = np.concatenate(t_vals) if t_vals else np.zeros(0)
+        fvs = np.concatenate(f_vals) if f_vals else np.zeros(0)
+        res: dict[str, Any] = {
+            "n_truth_rows": n_truth_rows, "n_found_rows": n_found_rows, "n_both_rows": int(e.size),
+            "n_within": n_within, "n_missed": n_missed, "n_spurious": n_spurious,
+            "median_px": float(np.median(e)) if e.size else None,
+            "mean_px": float(np.mean(e)) if e.size else None,
+            "p95_px": float(np.percentile(e, 95)) if e.size else None,
+            "within3": n_within / n_truth_rows if n_truth_rows else None,
+            "within3_found": n_within / e.size if e.size else None,
+            "missed": n_missed / n_truth_rows if n_truth_rows else None,
+            "spurious": n_spurious / n_found_rows if n_found_rows else 0.0,
+            "wraps": n_wraps, "wraps_correct": n_wraps_ok,
+            "wrap_share": n_wraps_ok / n_wraps if n_wraps else None,
+            "n_value_rows": int(tvs.size),
+        }
+        if tvs.size:
+            res["mae"] = float(np.mean(np.abs(fvs - tvs)))
+            ss_tot = float(np.sum((tvs - tvs.mean()) ** 2))
+            res["r2"] = 1.0 - float(np.sum((fvs - tvs) ** 2)) / ss_tot if ss_tot > 0 else None
+        else:
+            res["mae"] = res["r2"] = None
+        out[name] = res
+    if "depth" in table.columns and isinstance(meta.get("depth"), Mapping):
+        d = meta["depth"]
+        try:
+            rows = table["row"].to_numpy(np.float64)
+            true_depth = float(d["top_depth"]) + (rows - float(d["top_row"])) / float(d["rows_per_unit"])
+            out["depth_mae"] = float(np.nanmean(np.abs(table["depth"].to_numpy(np.float64) - true_depth)))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            pass
+    return out
+
+
+def pool_scores(scores: Sequence[Mapping]) -> dict:
+    """Pool :func:`score_curves` results of many logs: shares from summed counts, medians of medians."""
+    out: dict[str, Any] = {"logs": len(scores)}
+    for name in CURVES:
+        rows = [s[name] for s in scores if name in s]
+        tot = {k: sum(int(r.get(k, 0) or 0) for r in rows)
+               for k in ("n_truth_rows", "n_found_rows", "n_both_rows", "n_within", "n_missed",
+                         "n_spurious", "wraps", "wraps_correct", "n_value_rows")}
+        med = [r["median_px"] for r in rows if r.get("median_px") is not None]
+        maes = [(r["mae"], r["n_value_rows"]) for r in rows if r.get("mae") is not None]
+        r2 = [r["r2"] for r in rows if r.get("r2") is not None]
+        out[name] = {
+            **tot,
+            "median_px": float(np.median(med)) if med else None,
+            "worst_median_px": float(np.max(med)) if med else None,
+            "within3": tot["n_within"] / tot["n_truth_rows"] if tot["n_truth_rows"] else None,
+            "missed": tot["n_missed"] / tot["n_truth_rows"] if tot["n_truth_rows"] else None,
+            "spurious": tot["n_spurious"] / tot["n_found_rows"] if tot["n_found_rows"] else 0.0,
+            "wrap_share": tot["wraps_correct"] / tot["wraps"] if tot["wraps"] else None,
+            "mae": float(sum(m * n for m, n in maes) / max(1, sum(n for _, n in maes))) if maes else None,
+            "r2_median": float(np.median(r2)) if r2 else None,
+        }
+    return out
+
+
+# =========================================================================== CLI
+
+
+def _split_values(values: Sequence[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out += [p.strip() for p in str(v).split(",") if p.strip()]
+    return out
+
+
+def _floats(values: Sequence[str] | None, option: str) -> list[float]:
+    out = []
+    for v in _split_values(values):
+        try:
+            out.append(float(v))
+        except ValueError:
+            raise ConfigError(f"{option}: {v!r} is not a number") from None
+    return out
+
+
+def parse_depth_points(text: str | Sequence[str] | None) -> tuple[tuple[float, float], ...]:
+    """``"ROW:DEPTH,ROW:DEPTH"`` -> ((row, depth), ...)."""
+    if not text:
+        return ()
+    parts = _split_values([text] if isinstance(text, str) else text)
+    pts = []
+    for part in parts:
+        try:
+            r, d = (float(v) for v in part.split(":"))
+        except ValueError:
+            raise ConfigError(f"--depth-points: write each point as ROW:DEPTH (e.g. 120:1500,2900:1640); "
+                              f"got {part!r}") from None
+        pts.append((r, d))
+    return tuple(pts)
+
+
+def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
+    """Depth, value-scale, naming and well-header options (shared with ``veer batch``)."""
+    g = parser.add_argument_group("calibration (enables depth, values and LAS output)")
+    g.add_argument("--depth-points", default=None, metavar="ROW:DEPTH,...",
+                   help="rows with known depth; two or more: least-squares fit (residual reported)")
+    g.add_argument("--depth-grid", type=float, default=None, metavar="SPACING",
+                   help="depth between neighbouring horizontal grid lines; with one --depth-points anchor")
+    g.add_argument("--depth-unit", choices=sorted(DEPTH_UNITS), default="ft", help="depth unit (default ft)")
+    g.add_argument("--step", type=float, default=None,
+                   help="LAS depth step (default: a round step close to one image row)")
+    g.add_argument("--scale", nargs="+", default=None, metavar="linear|log",
+                   help="value scale per track, left to right (one value: all tracks)")
+    g.add_argument("--left", nargs="+", default=None, metavar="V",
+                   help="value at each track's left border (per track, or one for all)")
+    g.add_argument("--right", nargs="+", default=None, metavar="V",
+                   help="value at each track's right border (per track, or one for all)")
+    g.add_argument("--curves", nargs="+", default=None, metavar="MNEM[:UNIT],MNEM[:UNIT]",
+                   help="LAS names of curve1,curve2 per track, e.g. GR:GAPI,CALI:IN ILD:OHMM,ILM:OHMM")
+    g.add_argument("--well", default=None, help="well name (LAS WELL)")
+    g.add_argument("--company", default=None, help="operator (LAS COMP)")
+    g.add_argument("--field", default=None, help="field (LAS FLD)")
+    g.add_argument("--uwi", default=None, help="unique well identifier (LAS UWI)")
+    g.add_argument("--location", default=None, help="location (LAS LOC)")
+    g.add_argument("--header", action="append", default=None, metavar="KEY=VALUE",
+                   help="any other LAS well header item (repeatable)")
+
+
+def calibration_from_args(args: argparse.Namespace) -> Calibration | None:
+    """The :class:`Calibration` the options describe, or None when none was given."""
+    pts = parse_depth_points(getattr(args, "depth_points", None))
+    unit = _check_unit(getattr(args, "depth_unit", "ft") or "ft")
+    spacing = getattr(args, "depth_grid", None)
+    step = getattr(args, "step", None)
+    if step is not None and not step > 0:
+        raise ConfigError(f"--step must be positive, got {step:g}")
+    kinds = [s.lower() for s in _split_values(getattr(args, "scale", None))]
+    lefts = _floats(getattr(args, "left", None), "--left")
+    rights = _floats(getattr(args, "right", None), "--right")
+    scales: list[ValueScale] = []
+    if lefts or rights:
+        if len(lefts) != len(rights):
+            raise ConfigError(f"--left gives {len(lefts)} value(s) and --right {len(rights)}; "
+                              f"give one pair per track")
+        if kinds and len(kinds) not in (1, len(lefts)):
+            raise ConfigError(f"--scale gives {len(kinds)} value(s) for {len(lefts)} tracks")
+        for i, (lo, hi) in enumerate(zip(lefts, rights)):
+            kind = (kinds[i] if len(kinds) > 1 else kinds[0]) if kinds else "linear"
+            scales.append(ValueScale(lo, hi, kind))
+    elif kinds:
+        raise ConfigError("--scale needs --left and --right values for each track")
+    names = []
+    for per_track in getattr(args, "curves", None) or []:
+        pair = []
+        for item in str(per_track).split(","):
+            mnem, _, unit_ = item.strip().partition(":")
+            if not mnem.strip():
+                raise ConfigError(f"--curves: empty curve name in {per_track!r}")
+            pair.append(CurveName(mnem.strip(), unit_.strip()))
+        while len(pair) < 2:
+            pair.append(CurveName(""))
+        names.append((pair[0], pair[1]))
+    well = []
+    for key, opt in (("WELL", "well"), ("COMP", "company"), ("FLD", "field"), ("UWI", "uwi"), ("LOC", "location")):
+        v = getattr(args, opt, None)
+        if v:
+            well.append((key, str(v)))
+    for item in getattr(args, "header", None) or []:
+        k, sep, v = str(item).partition("=")
+        if not sep or not k.strip():
+            raise ConfigError(f"--header: write KEY=VALUE, got {item!r}")
+        well.append((k.strip().upper(), v.strip()))
+    if not (pts or spacing is not None or scales or names or well or step):
+        return None
+    cal = Calibration(depth_points=pts, grid_spacing=spacing, depth_unit=unit, step=step,
+                      scales=tuple(scales), names=tuple(names), well=tuple(well))
+    if len(pts) == 1 and spacing is None:
+        raise ConfigError("one --depth-points point is not enough: give two or more, or add --depth-grid SPACING")
+    if len(pts) >= 2 and spacing is None:
+        fit_depth(pts, unit)                 # fail early on bad points
+    return cal
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="scan image(s)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--mode", choices=("joint", "separate"), default="joint",
+                        help="segmentation pipeline when no --mask is given (default joint)")
+    parser.add_argument("--mask", nargs="+", default=None, metavar="MASK",
+                        help="label PNG(s) (0/1/2) to use instead of segmenting, one per image in order")
+    parser.add_argument("--tracks", default="auto", metavar="auto|X0:X1,...",
+                        help="track pixel column ranges, or auto (from the heavy borders; default)")
+    parser.add_argument("--device", default="auto", help="device for segmentation (auto, cpu, cuda)")
+    parser.add_argument("--max-gap", type=int, default=TraceParams.max_gap,
+                        help=f"longest gap in rows bridged by interpolation (default {TraceParams.max_gap})")
+    add_calibration_arguments(parser)
+
+
+def digitize_file(image: str | Path, out_dir: str | Path, *, mask: str | Path | None = None,
+                  mode: str = "joint", tracks: Sequence[Any] | None = None,
+                  calibration: Calibration | None = None, device: str = "auto",
+                  params: TraceParams | None = None) -> dict[str, Path]:
+    """Digitise one scan (segmenting it, or with its mask) and write its CSV (and LAS)."""
+    from veer.classes import read_mask
+    from veer.io import read_scan, safe_stem
+
+    scan = read_scan(image)
+    if mask is not None:
+        labels = read_mask(mask, scan.gray.shape, name=str(mask))
+    else:
+        from veer.infer import get_segmenter
+
+        labels = get_segmenter(mode, device=device).segment(scan.gray).labels
+    try:
+        log = digitize_labels(labels, gray=scan.gray, tracks=tracks, calibration=calibration, params=params)
+    except ConfigError as exc:
+        raise ConfigError(f"{image}: {exc}") from None
+    stem = safe_stem(Path(str(image)).name)
+    out_dir = Path(out_dir)
+    written = {"csv": write_csv(log, out_dir / f"{stem}.curves.csv")}
+    if log.calibrated:
+        written["las"] = write_las(log, out_dir / f"{stem}.las")
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    images = list(args.images)
+    masks = list(args.mask) if args.mask else None
+    if masks is not None and len(masks) != len(images):
+        raise ConfigError(f"{len(masks)} mask(s) for {len(images)} image(s); give one --mask per image, in order")
+    tracks = parse_tracks(args.tracks)
+    cal = calibration_from_args(args)
+    if args.max_gap < 0:
+        raise ConfigError("--max-gap must be 0 or more")
+    params = TraceParams(max_gap=int(args.max_gap))
+    failed = 0
+    bar = tqdm(images, desc="digitize", unit="scan", disable=len(images) < 2, file=sys.stderr)
+    for i, image in enumerate(bar):
+        try:
+            written = digitize_file(image, args.out, mask=masks[i] if masks else None, mode=args.mode,
+                                    tracks=tracks, calibration=cal, device=args.device, params=params)
+        except VeerError as exc:
+            failed += 1
+            msg = str(exc)
+            if str(image) not in msg and (masks is None or str(masks[i]) not in msg):
+                msg = f"{image}: {msg}"
+            tqdm.write(f"veer digitize: error: {msg}", file=sys.stderr)
+            continue
+        tqdm.write(" ".join(str(p) for p in written.values()), file=sys.stdout)
+    return 1 if failed else 0

@@ -1,0 +1,630 @@
+"""The segmenter: whole scanned logs of any size, fast, in bounded memory.
+
+A 200-dpi log is about 1664 x 17864 px (30 Mpx). :class:`Segmenter` loads a
+pipeline's weights once (the joint 3-class model, or the three binary models
+whose masks are stitched by :func:`veer.stitch.stitch`) and runs any image:
+
+Tiles
+    The image is covered by a grid of equal, overlapping tiles. Per axis the
+    tile is at most ``tile`` px; the number of tiles is the fewest that cover
+    the axis with at least ``overlap * tile`` px of overlap, and the tile is
+    then shrunk to the smallest multiple of the model's stride that still
+    gives that overlap (so a 1664 px wide log takes four 464->480 px columns,
+    not four 512 px ones: less wasted compute). An axis shorter than a tile
+    is one tile of exactly its length (the model pads internally).
+
+Blending
+    Each tile's class probabilities are weighted by a Gaussian map
+    (sigma = tile / 8 per axis, peak 1, as nnU-Net and MONAI do), summed,
+    and divided by the summed weights. Tile borders, where the network sees
+    least context, count least; there are no seams. Joint: softmax of the
+    logits; separate: the three independent sigmoid probabilities.
+
+Bands
+    Tiles run in row-major order in batches. Rows are finished (normalised,
+    labelled, stitched) as soon as no later tile reaches them, ``band_rows``
+    rows at a time, from a small rolling accumulator. Nothing is ever held
+    for the whole image except the uint8 label map (and, on request, the
+    probabilities: float32 by default, float16 or uint8 to save memory).
+    The result does not depend on ``band_rows``: each pixel sums the same
+    tiles in the same order.
+
+Speed
+    ``torch.inference_mode``, channels-last tensors, batched tiles, and
+    mixed precision on CUDA (:func:`veer.device.autocast`). The device is
+    picked automatically (CUDA, then Apple MPS, then CPU) or forced.
+
+Threads
+    :meth:`Segmenter.segment` is safe to call from many threads at once and
+    gives the same result as a single caller. A process-wide gate bounds how
+    many run at the same time (``VEER_MAX_CONCURRENT``; default 1 on CPU,
+    where concurrent runs only split the same cores, 2 when a CUDA GPU is
+    present); the others wait, and ``on_queued`` / :func:`queue_status` let
+    the dashboard tell a user they are queued. A ``threading.Event`` passed
+    as ``cancel`` stops a run (also while it is queued) with
+    :class:`Cancelled`.
+
+The CLI verb ``segment`` lives here as well (see :func:`add_arguments`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from veer.errors import ConfigError, ImageReadError, VeerError
+
+MODES = ("joint", "separate")
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 0.125
+DEFAULT_BAND_ROWS = 1024
+DEFAULT_BATCH = {"cpu": 4, "cuda": 16, "mps": 4}
+PROBS_DTYPES = ("float32", "float16", "uint8")
+
+ProgressFn = Callable[[int, int], None]
+
+
+class Cancelled(VeerError):
+    """A segmentation was cancelled through its ``cancel`` event."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class SegmentResult:
+    """What :meth:`Segmenter.segment` returns.
+
+    ``probs`` (only with ``return_probs``) is (3, H, W): softmax probabilities
+    for the joint pipeline, the three independent sigmoid probabilities for
+    the separate one; float32 unless another dtype was asked for (uint8 holds
+    round(p * 255)). ``conflict`` is the stitching conflict map of the
+    separate pipeline (0 agreed, 1 claimed by two or more masks, 2 by none).
+    """
+
+    labels: np.ndarray
+    probs: np.ndarray | None
+    conflict: np.ndarray | None
+    mode: str
+    device: str
+    seconds: float
+    tiles: int
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of one image go. Every tile is ``tile_h`` x ``tile_w``."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+    @property
+    def origins(self) -> list[tuple[int, int]]:
+        """Top-left corners in row-major order (the processing order)."""
+        return [(y, x) for y in self.ys for x in self.xs]
+
+    @property
+    def compute_factor(self) -> float:
+        """Pixels the network evaluates per image pixel (1.0 = no overlap)."""
+        return self.n_tiles * self.tile_h * self.tile_w / float(self.height * self.width)
+
+
+def _axis_plan(length: int, tile: int, overlap: float, align: int) -> tuple[int, list[int]]:
+    """(tile size, start positions) covering ``length`` px; see the module docstring."""
+    if length <= tile:
+        return length, [0]
+    min_overlap = int(math.ceil(overlap * tile))
+    n = int(math.ceil((length - min_overlap) / (tile - min_overlap)))
+    size = int(math.ceil((length + (n - 1) * min_overlap) / n))
+    size = min(tile, int(math.ceil(size / align) * align), length)
+    starts = np.rint(np.linspace(0, length - size, n)).astype(int)
+    return size, [int(s) for s in starts]
+
+
+def plan_tiles(height: int, width: int, tile: int | tuple[int, int] = DEFAULT_TILE,
+               overlap: float = DEFAULT_OVERLAP, align: int = 16) -> TilePlan:
+    """The tile grid for an image of ``height`` x ``width`` px.
+
+    ``tile`` is the largest tile (one int, or (height, width)); ``overlap`` the
+    least overlap between neighbours as a fraction of ``tile``; ``align`` the
+    multiple tile sides are rounded up to (the network's stride).
+    """
+    th, tw = (tile, tile) if isinstance(tile, (int, np.integer)) else tile
+    size_h, ys = _axis_plan(int(height), int(th), overlap, max(1, int(align)))
+    size_w, xs = _axis_plan(int(width), int(tw), overlap, max(1, int(align)))
+    return TilePlan(int(height), int(width), size_h, size_w, tuple(ys), tuple(xs))
+
+
+def gaussian_weights(tile_h: int, tile_w: int, sigma_scale: float = 1 / 8) -> np.ndarray:
+    """float32 (tile_h, tile_w) Gaussian importance map, peak 1 at the centre.
+
+    sigma = tile * ``sigma_scale`` per axis. The smallest weights (corners,
+    about 1e-7) stay positive so every pixel has a defined average.
+    """
+    def axis(n: int) -> np.ndarray:
+        sigma = max(n * sigma_scale, 1e-6)
+        c = (n - 1) / 2.0
+        return np.exp(-0.5 * ((np.arange(n) - c) / sigma) ** 2)
+
+    w = np.outer(axis(tile_h), axis(tile_w))
+    w /= w.max()
+    return np.maximum(w, 1e-12).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- concurrency gate
+
+
+def _default_max_concurrent() -> int:
+    env = os.environ.get("VEER_MAX_CONCURRENT")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ConfigError(f"VEER_MAX_CONCURRENT={env!r} is not a whole number") from None
+    try:
+        import torch
+
+        return 2 if torch.cuda.is_available() else 1
+    except Exception:  # noqa: BLE001 - no torch: the caller fails later with a clear error
+        return 1
+
+
+class _Gate:
+    """Bounds how many segmentations run at once in this process."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.limit: int | None = None  # resolved lazily (reads the environment)
+        self.running = 0
+        self.waiting = 0
+
+    def _limit(self) -> int:
+        if self.limit is None:
+            self.limit = _default_max_concurrent()
+        return self.limit
+
+    def set_limit(self, n: int) -> None:
+        with self._cond:
+            self.limit = max(1, int(n))
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def slot(self, cancel: threading.Event | None,
+             on_queued: Callable[[int], None] | None) -> Iterator[None]:
+        position = 0
+        with self._cond:
+            if self.running >= self._limit():
+                self.waiting += 1
+                position = self.waiting
+        if position:
+            try:
+                if on_queued is not None:
+                    on_queued(position)
+                with self._cond:
+                    while self.running >= self._limit():
+                        if cancel is not None and cancel.is_set():
+                            raise Cancelled("segmentation cancelled while queued")
+                        self._cond.wait(timeout=0.05)
+                    self.running += 1
+            finally:
+                with self._cond:
+                    self.waiting -= 1
+        else:
+            with self._cond:  # a slot could have gone in between: wait briefly if so
+                while self.running >= self._limit():
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("segmentation cancelled while queued")
+                    self._cond.wait(timeout=0.05)
+                self.running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.running -= 1
+                self._cond.notify_all()
+
+
+_GATE = _Gate()
+
+
+def queue_status() -> dict[str, int]:
+    """{"running", "queued", "limit"}: segmentations running and waiting in this process."""
+    with _GATE._cond:
+        return {"running": _GATE.running, "queued": _GATE.waiting, "limit": _GATE._limit()}
+
+
+def set_max_concurrent(n: int) -> None:
+    """Change how many segmentations may run at once (default: VEER_MAX_CONCURRENT)."""
+    _GATE.set_limit(n)
+
+
+# --------------------------------------------------------------------------- the segmenter
+
+
+def _as_gray(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        from veer.io import rgb_to_gray
+
+        arr = rgb_to_gray(arr[..., :3].astype(np.uint8, copy=False))
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise ConfigError(f"segment needs a gray image (H, W), got an array of shape {arr.shape}")
+    if arr.size == 0:
+        raise ConfigError(f"segment needs a non-empty image, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.dtype == bool or arr.dtype.kind not in "uif":
+            raise ConfigError(f"segment needs uint8 gray levels, got {arr.dtype}")
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return arr
+
+
+class Segmenter:
+    """Segment scans with one pipeline; see the module docstring.
+
+    ``mode`` "joint" (one 3-class model) or "separate" (three binary models,
+    stitched). Weights come from ``models_dir`` (default assets/models) via
+    :func:`veer.weights.load_model`; :meth:`from_models` takes built models.
+    """
+
+    def __init__(self, mode: str = "joint", device: Any = "auto", models_dir: Any = None, *,
+                 tile: int | tuple[int, int] = DEFAULT_TILE, overlap: float = DEFAULT_OVERLAP,
+                 batch_size: int | None = None, band_rows: int = DEFAULT_BAND_ROWS,
+                 channels_last: bool = True, threshold: float = 0.5,
+                 _models: Sequence[Any] | None = None, _cards: Sequence[dict] | None = None) -> None:
+        import torch
+
+        from veer.device import describe_device, pick_device
+
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; choose joint or separate")
+        self.mode = mode
+        self.device = device if isinstance(device, torch.device) else pick_device(str(device))
+        if _models is None:
+            from veer.weights import PIPELINES, load_model
+
+            loaded = [load_model(name, models_dir, device="cpu") for name in PIPELINES[mode]]
+            _models = [m for m, _ in loaded]
+            _cards = [c for _, c in loaded]
+        self.models = [self._prepare(m, channels_last) for m in _models]
+        self.cards = list(_cards or [{} for _ in self.models])
+        want = 1 if mode == "joint" else 3
+        if len(self.models) != want:
+            raise ConfigError(f"the {mode} pipeline needs {want} model(s), got {len(self.models)}")
+        th, tw = (tile, tile) if isinstance(tile, (int, np.integer)) else tile
+        if min(th, tw) < 16:
+            raise ConfigError(f"tile must be at least 16 px, got {tile}")
+        if not 0.0 <= float(overlap) < 0.9:
+            raise ConfigError(f"overlap must be a fraction in [0, 0.9), got {overlap}")
+        self.tile = (int(th), int(tw))
+        self.overlap = float(overlap)
+        self.batch_size = max(1, int(batch_size or DEFAULT_BATCH.get(self.device.type, 2)))
+        self.band_rows = max(1, int(band_rows))
+        self.channels_last = bool(channels_last)
+        self.threshold = float(threshold)
+        self.align = max(int(getattr(m, "stride", 16) or 16) for m in self.models)
+        self.device_name = describe_device(self.device)
+
+    # ---- construction helpers
+
+    @classmethod
+    def from_models(cls, mode: str, models: Any, device: Any = "auto", **kwargs: Any) -> "Segmenter":
+        """A segmenter around already-built models (one for joint; three, in the order
+        background, curve1, curve2, or a dict keyed by the weight names, for separate)."""
+        if isinstance(models, Mapping):
+            from veer.weights import PIPELINES
+
+            try:
+                models = [models[name] for name in PIPELINES[mode]]
+            except KeyError as exc:
+                raise ConfigError(f"from_models: missing model {exc} for the {mode} pipeline") from None
+        elif not isinstance(models, (list, tuple)):
+            models = [models]
+        return cls(mode, device, _models=list(models), **kwargs)
+
+    def _prepare(self, model: Any, channels_last: bool) -> Any:
+        import torch
+
+        model = model.eval().to(self.device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if channels_last and self.device.type in ("cpu", "cuda"):
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def plan(self, height: int, width: int) -> TilePlan:
+        """The tile grid this segmenter uses for an image of that size."""
+        return plan_tiles(height, width, self.tile, self.overlap, self.align)
+
+    # ---- the network on one batch
+
+    def _probabilities(self, x):
+        """float (B, 1, h, w) in [0, 1] -> float32 (B, 3, h, w) probabilities."""
+        import torch
+
+        from veer.device import autocast
+
+        with autocast(self.device):
+            outs = [m(x) for m in self.models]
+        if self.mode == "joint":
+            logits = outs[0].float()
+            if logits.shape[1] != 3:
+                raise ConfigError(f"the joint model must give 3 channels, it gave {logits.shape[1]}")
+            return torch.softmax(logits, dim=1)
+        for o in outs:
+            if o.shape[1] != 1:
+                raise ConfigError(f"a binary model must give 1 channel, one gave {o.shape[1]}")
+        return torch.sigmoid(torch.cat([o.float() for o in outs], dim=1))
+
+    # ---- segmentation
+
+    def segment(self, gray: np.ndarray, *, progress: ProgressFn | None = None,
+                return_probs: bool | str = False, cancel: threading.Event | None = None,
+                on_queued: Callable[[int], None] | None = None) -> SegmentResult:
+        """Segment one gray image (uint8 (H, W), 0 ink .. 255 paper).
+
+        ``progress(done, total)`` is called with tiles done (first with 0).
+        ``return_probs``: False, True (float32), or "float16" / "uint8".
+        ``cancel``: set it from another thread to stop with :class:`Cancelled`.
+        ``on_queued(position)`` is called once if the call has to wait for a
+        free slot (see :func:`queue_status`).
+        """
+        import torch
+
+        gray = _as_gray(gray)
+        probs_dtype = None
+        if return_probs:
+            probs_dtype = "float32" if return_probs is True else str(return_probs)
+            if probs_dtype not in PROBS_DTYPES:
+                raise ConfigError(f"return_probs must be True or one of {', '.join(PROBS_DTYPES)}")
+        plan = self.plan(*gray.shape)
+        with _GATE.slot(cancel, on_queued):
+            t0 = time.perf_counter()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("segmentation cancelled")
+            with torch.inference_mode():
+                out = self._run(gray, plan, progress, probs_dtype, cancel)
+            seconds = time.perf_counter() - t0
+        if out is None:  # raised here, not inside _run, so no traceback keeps its buffers alive
+            raise Cancelled("segmentation cancelled")
+        labels, probs, conflict = out
+        return SegmentResult(labels=labels, probs=probs, conflict=conflict, mode=self.mode,
+                             device=self.device_name, seconds=seconds, tiles=plan.n_tiles)
+
+    def _run(self, gray: np.ndarray, plan: TilePlan, progress: ProgressFn | None,
+             probs_dtype: str | None, cancel: threading.Event | None):
+        """Tiles -> (labels, probs, conflict); None if ``cancel`` was set."""
+        import torch
+
+        dev = self.device
+        H, W = gray.shape
+        th, tw = plan.tile_h, plan.tile_w
+        origins = plan.origins
+        total = len(origins)
+        batches = [origins[i:i + self.batch_size] for i in range(0, total, self.batch_size)]
+        span = max(b[-1][0] - b[0][0] for b in batches) + th
+        cap = min(H, span + self.band_rows)
+
+        weight = torch.from_numpy(gaussian_weights(th, tw)).to(dev)
+        acc = torch.zeros((3, cap, W), dtype=torch.float32, device=dev)
+        wsum = torch.zeros((cap, W), dtype=torch.float32, device=dev)
+        labels = np.empty((H, W), np.uint8)
+        conflict = np.empty((H, W), np.uint8) if self.mode == "separate" else None
+        probs = np.empty((3, H, W), np.dtype(probs_dtype)) if probs_dtype else None
+        base = 0   # image row held in accumulator row 0
+        used = 0   # accumulator rows touched so far
+
+        def flush(upto: int) -> None:
+            nonlocal base, used
+            n = upto - base
+            if n <= 0:
+                return
+            p = acc[:, :n] / wsum[:n]
+            rows = slice(base, upto)
+            if self.mode == "joint":
+                labels[rows] = torch.argmax(p, dim=0).to(torch.uint8).cpu().numpy()
+                p_np = p.cpu().numpy() if probs is not None else None
+            else:
+                from veer.stitch import stitch
+
+                p_np = p.cpu().numpy()
+                labels[rows], conflict[rows] = stitch(p_np, self.threshold)
+            if probs is not None:
+                if probs.dtype == np.uint8:
+                    probs[:, rows] = np.rint(np.clip(p_np, 0.0, 1.0) * 255.0)
+                else:
+                    probs[:, rows] = p_np
+            rest = max(used - n, 0)
+            if rest:
+                acc[:, :rest] = acc[:, n:n + rest].clone()
+                wsum[:rest] = wsum[n:n + rest].clone()
+            acc[:, rest:].zero_()
+            wsum[rest:].zero_()
+            base, used = upto, rest
+
+        if progress is not None:
+            progress(0, total)
+        done = 0
+        for batch in batches:
+            if cancel is not None and cancel.is_set():
+                return None
+            first_row = batch[0][0]
+            if first_row - base >= self.band_rows:
+                flush(first_row)
+            tiles = np.stack([gray[y:y + th, x:x + tw] for y, x in batch])
+            x_in = torch.from_numpy(tiles).to(dev, non_blocking=True).unsqueeze(1)
+            x_in = x_in.to(torch.float32).div_(255.0)
+            if self.channels_last and dev.type in ("cpu", "cuda"):
+                x_in = x_in.contiguous(memory_format=torch.channels_last)
+            p = self._probabilities(x_in)
+            p = p * weight
+            for i, (y, x) in enumerate(batch):
+                r = y - base
+                acc[:, r:r + th, x:x + tw] += p[i]
+                wsum[r:r + th, x:x + tw] += weight
+                used = max(used, r + th)
+            done += len(batch)
+            if progress is not None:
+                progress(done, total)
+        flush(H)
+        return labels, probs, conflict
+
+
+# --------------------------------------------------------------------------- process-wide cache
+
+_CACHE: dict[tuple, Segmenter] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_segmenter(mode: str = "joint", device: Any = "auto", models_dir: Any = None) -> Segmenter:
+    """The process-wide :class:`Segmenter` for (mode, device, models_dir); loads weights once."""
+    from veer.device import pick_device
+
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose joint or separate")
+    dev = pick_device(str(device)) if not hasattr(device, "type") else device
+    folder = str(Path(models_dir).resolve()) if models_dir is not None else None
+    key = (mode, str(dev), folder)
+    with _CACHE_LOCK:
+        seg = _CACHE.get(key)
+        if seg is None:
+            seg = Segmenter(mode, dev, models_dir)
+            _CACHE[key] = seg
+        return seg
+
+
+def clear_cache() -> None:
+    """Forget the cached segmenters (their models are freed when unused)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+# --------------------------------------------------------------------------- CLI: segment
+
+
+def overlay(gray: np.ndarray, labels: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """RGB: the scan in gray with curve pixels tinted in their class colours."""
+    from veer.classes import colorize
+
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    curve = labels != 0
+    tint = colorize(labels)[curve].astype(np.float32)
+    rgb[curve] = np.rint((1 - alpha) * rgb[curve].astype(np.float32) + alpha * tint).astype(np.uint8)
+    return rgb
+
+
+def add_arguments(parser) -> None:
+    from veer.device import DEVICE_CHOICES
+
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="scan files (PNG, JPEG, TIFF, BMP, GIF)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="folder for <stem>.mask.png (and .conflict.png, .overlay.png)")
+    parser.add_argument("--mode", choices=MODES, default="joint",
+                        help="joint 3-class model, or three binary models stitched (default joint)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="compute device (default auto: CUDA, then Apple MPS, then CPU)")
+    parser.add_argument("--overlay", action="store_true", help="also write <stem>.overlay.png")
+    parser.add_argument("--page", type=int, default=1, metavar="N",
+                        help="page of multi-page files to read, counting from 1 (default 1)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="refuse images larger than N pixels (default VEER_MAX_PIXELS or 60e6)")
+    parser.add_argument("--models", type=Path, default=None, metavar="DIR",
+                        help="folder with the model weights (default assets/models)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"largest tile side (default {DEFAULT_TILE})")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help=f"least tile overlap as a fraction of the tile (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--batch", type=int, default=None, help="tiles per batch (default by device)")
+
+
+def _output_stems(images: Sequence[str], out: Path) -> list[str]:
+    """One distinct stem per input; no output may land on an input file."""
+    from veer.io import safe_stem
+
+    inputs = {Path(p).resolve() for p in images}
+    suffixes = (".mask.png", ".conflict.png", ".overlay.png")
+    used: set[str] = set()
+    stems = []
+    for p in images:
+        base = stem = safe_stem(Path(p).name)
+        k = 1
+        while stem in used or any((out / f"{stem}{s}").resolve() in inputs for s in suffixes):
+            k += 1
+            stem = f"{base}-{k}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def run(args) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from veer.classes import write_mask
+    from veer.io import read_scan, save_png
+
+    if args.page < 1:
+        raise ConfigError(f"--page counts from 1, got {args.page}")
+    seg = Segmenter(args.mode, args.device, args.models, tile=args.tile, overlap=args.overlap,
+                    batch_size=args.batch)
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    stems = _output_stems(args.images, out)
+    failed = 0
+    for path, stem in zip(args.images, stems):
+        try:
+            scan = read_scan(path, page=args.page - 1, max_pixels=args.max_pixels)
+            bar = tqdm(total=None, desc=Path(path).name, unit="tile", leave=False,
+                       disable=not sys.stderr.isatty())
+
+            def progress(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            try:
+                result = seg.segment(scan.gray, progress=progress)
+            finally:
+                bar.close()
+            written = [write_mask(out / f"{stem}.mask.png", result.labels)]
+            if result.conflict is not None:
+                written.append(save_png(out / f"{stem}.conflict.png", result.conflict))
+            if args.overlay:
+                written.append(save_png(out / f"{stem}.overlay.png", overlay(scan.gray, result.labels)))
+            h, w = scan.shape
+            print(f"{path}: {w}x{h} px, {result.tiles} tiles, {result.seconds:.1f} s on "
+                  f"{result.device} -> {', '.join(str(p) for p in written)}")
+        except (ImageReadError, VeerError) as exc:
+            failed += 1
+            print(f"veer segment: error: {_one_line(exc)}", file=sys.stderr)
+        except (MemoryError, OSError) as exc:
+            failed += 1
+            print(f"veer segment: error: {path}: {_one_line(exc) or type(exc).__name__}", file=sys.stderr)
+    if failed:
+        print(f"veer segment: {failed} of {len(args.images)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,612 @@
+"""Train the joint 3-class model or one binary-mask model on synthetic tiles.
+
+    python -m veer train --task joint
+    python -m veer train --task binary --target background|curve1|curve2
+
+Fair comparison by construction: every task goes through the same
+:func:`train` code path with the same data stream. Tiles come straight from
+the generator (``veer.synth.sample_tile``) with the batch of step ``s`` drawn
+from ``numpy.random.default_rng([seed, s])``: the same seed gives every model
+the very same tiles in the same order, whatever its task, and a resumed run
+continues exactly where it stopped. The model is initialised from the same
+torch seed too, so the backbones start alike; only the head (3 logits or 1)
+and the loss (:func:`veer.losses.make_loss`) differ. The validation tiles are
+drawn from seeds ``10_000_000 + i``, never used for training.
+
+A run writes to ``--out`` (default ``runs/<name>``): ``checkpoint.pt``
+(model, optimiser, step; for ``--resume``), ``best.pt`` (best validation
+weights), ``history.json``. Whenever the validation macro F1 improves, the
+weights are exported to ``assets/models/<name>.pt`` with their model card and
+history (unless ``--no-export``), so usable weights exist long before the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from veer.classes import CLASS_NAMES, IGNORE
+from veer.errors import ConfigError
+from veer.losses import DEFAULT_CLASS_WEIGHTS, JOINT_LOSSES, binary_target, make_loss
+from veer.model import ModelConfig, build_model, count_parameters, gmac_per_megapixel
+
+VAL_SEED_BASE = 10_000_000
+Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in checkpoints and model cards)."""
+
+    task: str = "joint"                 # joint | binary
+    target: str | None = None           # binary only: background | curve1 | curve2
+    steps: int = 800                    # the shipped models: 800 steps x 8 tiles of 256 px
+    batch: int = 8
+    tile: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100                   # linear warm-up steps, then cosine decay to lr * min_lr_ratio
+    min_lr_ratio: float = 0.02
+    seed: int = 0
+    loss: str = "ce_dice"               # joint: ce_dice | lovasz | tversky (binary: always BCE + Dice)
+    class_weights: tuple[float, ...] = DEFAULT_CLASS_WEIGHTS
+    region_weight: float = 1.0
+    eval_every: int = 100
+    checkpoint_every: int = 50
+    val_tiles: int = 48
+    scale_jitter: float = 0.15          # tiles are drawn at tile * U(1 - j, 1 + j) and resized
+    model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
+
+    def __post_init__(self) -> None:
+        if self.task not in ("joint", "binary"):
+            raise ConfigError(f"--task must be joint or binary, got {self.task!r}")
+        if self.task == "binary":
+            if self.target not in CLASS_NAMES:
+                raise ConfigError(f"--task binary needs --target {' | '.join(CLASS_NAMES)}")
+        else:
+            self.target = None
+            if self.loss not in JOINT_LOSSES:
+                raise ConfigError(f"--loss must be one of {', '.join(JOINT_LOSSES)}")
+        for name in ("steps", "batch", "tile", "eval_every", "checkpoint_every", "val_tiles"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.tile < 16:
+            raise ConfigError("--tile must be at least 16 px")
+        if not 0 <= self.scale_jitter < 0.5:
+            raise ConfigError("--scale-jitter must be in [0, 0.5)")
+        self.class_weights = tuple(float(w) for w in self.class_weights)
+        self.model = ModelConfig.from_dict(self.model).to_dict()
+
+    @property
+    def name(self) -> str:
+        return "joint" if self.task == "joint" else f"binary_{self.target}"
+
+    @property
+    def out_channels(self) -> int:
+        return 3 if self.task == "joint" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["class_weights"] = list(self.class_weights)
+        return d
+
+    # the fields that must agree between a checkpoint and a resumed run
+    def identity(self) -> dict[str, Any]:
+        d = self.to_dict()
+        for k in ("eval_every", "checkpoint_every"):
+            d.pop(k)
+        return d
+
+
+# --------------------------------------------------------------------------- data
+
+
+def default_sampler() -> Sampler:
+    try:
+        from veer.synth import sample_tile
+    except ImportError as exc:
+        raise ConfigError(f"the tile generator veer.synth.sample_tile is not available ({exc})") from None
+    return sample_tile
+
+
+def _resize(arr: np.ndarray, size: int, nearest: bool) -> np.ndarray:
+    from PIL import Image
+
+    if arr.shape == (size, size):
+        return arr
+    img = Image.fromarray(arr)
+    return np.asarray(img.resize((size, size), Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def augmented_tile(rng: np.random.Generator, tile: int, sampler: Sampler,
+                   scale_jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """One training tile: float32 gray in [0, 1] and uint8 mask, augmented.
+
+    Augmentations keep the classes' meaning: a small scale jitter (nearest
+    neighbour for the mask), a horizontal flip (a vertical one would not
+    change the classes either, but depth runs downwards on every log), and
+    gamma / contrast / brightness changes of the paper and ink.
+    """
+    scale = 1.0 + rng.uniform(-scale_jitter, scale_jitter) if scale_jitter else 1.0
+    src = max(16, int(round(tile * scale)))
+    gray, mask = sampler(rng, src)
+    gray = _resize(np.asarray(gray, np.uint8), tile, nearest=False)
+    mask = _resize(np.asarray(mask, np.uint8), tile, nearest=True)
+    if rng.random() < 0.5:
+        gray, mask = gray[:, ::-1], mask[:, ::-1]
+    g = gray.astype(np.float32) / 255.0
+    gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
+    contrast = rng.uniform(0.75, 1.15)
+    brightness = rng.uniform(-0.08, 0.06)
+    g = 1.0 - (1.0 - np.power(g, gamma)) * contrast + brightness
+    np.clip(g, 0.0, 1.0, out=g)
+    return np.ascontiguousarray(g), np.ascontiguousarray(mask)
+
+
+def training_batch(seed: int, step: int, batch: int, tile: int, sampler: Sampler,
+                   scale_jitter: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch of ``step``: x float32 (B, 1, T, T), y int64 (B, T, T) three-class masks."""
+    rng = np.random.default_rng([int(seed), int(step)])
+    xs, ys = zip(*(augmented_tile(rng, tile, sampler, scale_jitter) for _ in range(batch)))
+    x = torch.from_numpy(np.stack(xs)).unsqueeze(1)
+    y = torch.from_numpy(np.stack(ys).astype(np.int64))
+    return x, y
+
+
+def validation_set(n: int, tile: int, sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed validation tiles from seeds 10_000_000 + i (no augmentation)."""
+    xs, ys = [], []
+    for i in range(n):
+        gray, mask = sampler(np.random.default_rng(VAL_SEED_BASE + i), tile)
+        xs.append(np.asarray(gray, np.float32) / 255.0)
+        ys.append(np.asarray(mask, np.int64))
+    return torch.from_numpy(np.stack(xs)).unsqueeze(1), torch.from_numpy(np.stack(ys))
+
+
+class _BatchStream(torch.utils.data.IterableDataset):
+    """Batches for steps ``start..stop-1``; with a worker, generated ahead of the compute."""
+
+    def __init__(self, cfg: TrainConfig, start: int, stop: int, sampler: Sampler):
+        super().__init__()
+        self.cfg, self.start, self.stop, self.sampler = cfg, start, stop, sampler
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for step in range(self.start, self.stop):
+            yield training_batch(self.cfg.seed, step, self.cfg.batch, self.cfg.tile,
+                                 self.sampler, self.cfg.scale_jitter)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def batch_stream(cfg: TrainConfig, start: int, stop: int, sampler: Sampler,
+                 workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    ds = _BatchStream(cfg, start, stop, sampler)
+    if workers <= 0:
+        return iter(ds)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=1, prefetch_factor=4,
+                                         worker_init_fn=_worker_init, persistent_workers=False)
+    return iter(loader)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def confusion_counts(truth: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) int64 counts, rows truth, cols prediction; truth 255 is skipped."""
+    t = np.asarray(truth).reshape(-1)
+    p = np.asarray(pred).reshape(-1)
+    keep = t != IGNORE
+    idx = t[keep].astype(np.int64) * n + p[keep].astype(np.int64)
+    return np.bincount(idx, minlength=n * n).reshape(n, n)
+
+
+def scores(matrix: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Per-class precision / recall / F1 / IoU from confusion counts, plus macro F1."""
+    m = np.asarray(matrix, np.float64)
+    tp = np.diag(m)
+    fp = m.sum(0) - tp
+    fn = m.sum(1) - tp
+    per_class = {}
+    for i, name in enumerate(names):
+        def ratio(a: float, b: float) -> float:
+            return float(a / b) if b > 0 else 0.0
+        per_class[name] = {
+            "precision": ratio(tp[i], tp[i] + fp[i]),
+            "recall": ratio(tp[i], tp[i] + fn[i]),
+            "f1": ratio(2 * tp[i], 2 * tp[i] + fp[i] + fn[i]),
+            "iou": ratio(tp[i], tp[i] + fp[i] + fn[i]),
+            "support": int(tp[i] + fn[i]),
+        }
+    macro = float(np.mean([v["f1"] for v in per_class.values()]))
+    return {"per_class": per_class, "macro_f1": macro}
+
+
+def class_names_for(cfg: TrainConfig) -> list[str]:
+    if cfg.task == "joint":
+        return list(CLASS_NAMES)
+    return [f"not_{cfg.target}", str(cfg.target)]
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, cfg: TrainConfig, val: tuple[torch.Tensor, torch.Tensor],
+             loss_fn: Callable, device: torch.device) -> dict[str, Any]:
+    """Validation loss and scores of ``model`` on the fixed validation tiles."""
+    from veer.device import autocast
+
+    was_training = model.training
+    model.eval()
+    x_all, y_all = val
+    n = 3 if cfg.task == "joint" else 2
+    matrix = np.zeros((n, n), np.int64)
+    losses = []
+    for i in range(0, len(x_all), cfg.batch):
+        x = x_all[i:i + cfg.batch].to(device).contiguous(memory_format=torch.channels_last)
+        y = y_all[i:i + cfg.batch].to(device)
+        with autocast(device):
+            logits = model(x)
+        logits = logits.float()
+        losses.append(float(loss_fn(logits, y)) * len(x))
+        if cfg.task == "joint":
+            pred, truth = logits.argmax(1), y
+        else:
+            pred = (logits[:, 0] > 0).long()
+            truth = binary_target(y, CLASS_NAMES.index(cfg.target))
+        matrix += confusion_counts(truth.cpu().numpy(), pred.cpu().numpy(), n)
+    model.train(was_training)
+    out = scores(matrix, class_names_for(cfg))
+    out["loss"] = float(sum(losses) / len(x_all))
+    out["confusion"] = matrix.tolist()
+    return out
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of ``step``: linear warm-up, then cosine decay (a pure function of step)."""
+    warm = min(cfg.warmup, max(1, cfg.steps // 5))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, cfg.steps - warm)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+# --------------------------------------------------------------------------- hardware
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    from veer.device import describe_device
+
+    return {"device": describe_device(device), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _save_torch(path: Path, obj: Any) -> None:
+    from veer.io import atomic_write
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def _load_torch(path: Path) -> Any:
+    from veer.errors import ModelFileError
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelFileError(f"{path}: the checkpoint cannot be read ({type(exc).__name__}: {exc}); "
+                             f"start again without --resume or with another --out") from None
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    seconds: float = 0.0
+    best_score: float = -1.0
+    best_step: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: float,
+          device: torch.device, threads: int, complete: bool) -> dict[str, Any]:
+    return {
+        "task": cfg.task,
+        "target": cfg.target,
+        "gmac_per_mpx": round(gmac, 3),
+        "parameters": count_parameters(model),
+        "training": {
+            "steps": state.best_step,
+            "planned_steps": cfg.steps,
+            "steps_run": state.step,
+            "complete": complete,
+            "tile": cfg.tile,
+            "batch": cfg.batch,
+            "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay,
+            "schedule": f"AdamW, linear warm-up {cfg.warmup} steps, cosine to {cfg.min_lr_ratio} x lr",
+            "loss": cfg.loss if cfg.task == "joint" else "bce_dice",
+            "class_weights": list(cfg.class_weights),
+            "seconds": round(state.seconds, 1),
+            "threads": threads,
+            "hardware": hardware(device),
+            "data": {
+                "generator": "veer.synth.sample_tile",
+                "train_seed": cfg.seed,
+                "train_stream": "numpy.random.default_rng([seed, step]) per batch",
+                "validation_seeds": [VAL_SEED_BASE, VAL_SEED_BASE + cfg.val_tiles - 1],
+                "augment": {"hflip": 0.5, "scale_jitter": cfg.scale_jitter,
+                            "gamma": [0.7, 1.4], "contrast": [0.75, 1.15], "brightness": [-0.08, 0.06]},
+            },
+            "config": cfg.to_dict(),
+            "command": "python -m veer train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else None,
+        },
+        "validation": {"step": state.best_step, "tiles": cfg.val_tiles, "tile": cfg.tile, **val},
+    }
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: str = "auto",
+          threads: int | None = None, workers: int | None = None, export: bool = True,
+          models_dir: Path | str | None = None, sampler: Sampler | None = None,
+          stop_at: int | None = None, progress: bool = True) -> RunState:
+    """Run (or continue) training; returns the final :class:`RunState`.
+
+    ``stop_at`` ends this call after that many total steps without finishing
+    the schedule (as if the run were interrupted); ``--resume`` continues it.
+    """
+    from tqdm import tqdm
+
+    from veer.device import autocast, pick_device, set_cpu_threads
+    from veer.weights import save_history, save_model, write_json
+
+    out = Path(out)
+    dev = pick_device(device)
+    threads = set_cpu_threads(threads)
+    sampler = sampler or default_sampler()
+    if workers is None:
+        workers = 1 if dev.type == "cuda" else 0
+    ckpt_path = out / "checkpoint.pt"
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.out_channels)
+    model.to(dev).to(memory_format=torch.channels_last)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    use_scaler = dev.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    loss_fn = make_loss(cfg.task, cfg.target, cfg.loss, cfg.class_weights, cfg.region_weight)
+    state = RunState()
+
+    if ckpt_path.exists():
+        if not resume:
+            raise ConfigError(f"{out} already holds a training run ({ckpt_path.name}); pass --resume "
+                              f"to continue it or choose another --out")
+        ck = _load_torch(ckpt_path)
+        saved = json.loads(ck["config"])
+        if TrainConfig(**saved).identity() != cfg.identity():
+            diff = sorted(k for k, v in cfg.identity().items() if TrainConfig(**saved).identity().get(k) != v)
+            raise ConfigError(f"{ckpt_path}: was trained with different settings ({', '.join(diff)}); "
+                              f"use the same options to resume, or another --out")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if use_scaler and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        rs = json.loads(ck["state"])
+        state = RunState(**rs)
+    elif resume and progress:
+        print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", cfg.to_dict())
+    gmac = gmac_per_megapixel(model) if dev.type == "cpu" else gmac_per_megapixel(build_model(cfg.model, cfg.out_channels))
+    val = validation_set(cfg.val_tiles, cfg.tile, sampler)
+    end = cfg.steps if stop_at is None else min(cfg.steps, int(stop_at))
+
+    def save_checkpoint() -> None:
+        _save_torch(ckpt_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict() if use_scaler else {},
+            "config": json.dumps(cfg.to_dict()), "state": json.dumps(dataclasses.asdict(state)),
+        })
+        write_json(out / "history.json", state.history)
+
+    def export_best(val_scores: dict[str, Any], complete: bool) -> None:
+        card = _card(cfg, state, val_scores, model, gmac, dev, threads, complete)
+        best = build_model(cfg.model, cfg.out_channels)
+        best.load_state_dict(_load_torch(out / "best.pt"))
+        write_json(out / "card.json", card)
+        if export:
+            save_model(best, cfg.name, card, models_dir)
+            save_history(cfg.name, state.history, models_dir)
+
+    model.train()
+    running, running_n = 0.0, 0
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=cfg.name, unit="step", disable=not progress,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    t_last = time.perf_counter()
+    try:
+        for x, y in batch_stream(cfg, state.step, end, sampler, workers):
+            step = state.step
+            lr = lr_at(cfg, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = y.to(dev, non_blocking=True)
+            with autocast(dev):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            running += float(loss.detach())
+            running_n += 1
+            state.step = step + 1
+            now = time.perf_counter()
+            state.seconds += now - t_last
+            t_last = now
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / running_n:.4f}", lr=f"{lr:.2e}", refresh=False)
+
+            is_last = state.step == cfg.steps
+            if state.step % cfg.eval_every == 0 or is_last:
+                v = evaluate(model, cfg, val, loss_fn, dev)
+                row = {"step": state.step, "seconds": round(state.seconds, 1), "loss": running / running_n,
+                       "lr": lr, "val_loss": v["loss"], "val_macro_f1": v["macro_f1"],
+                       "val": v["per_class"]}
+                state.history.append(row)
+                running, running_n = 0.0, 0
+                improved = v["macro_f1"] > state.best_score
+                if improved:
+                    state.best_score, state.best_step = v["macro_f1"], state.step
+                    _save_torch(out / "best.pt", model.state_dict())
+                f1s = " ".join(f"{k}={s['f1']:.3f}" for k, s in v["per_class"].items())
+                if progress:
+                    bar.write(f"[{cfg.name}] step {state.step} {state.seconds:.0f}s loss {row['loss']:.4f} "
+                              f"val {v['loss']:.4f} F1 {f1s} macro {v['macro_f1']:.4f}"
+                              f"{' (best, exported)' if improved and export else ''}")
+                save_checkpoint()
+                if improved:
+                    export_best(v, complete=is_last)
+                elif is_last and state.best_step >= 0:
+                    # mark the exported best weights as coming from a finished run
+                    best_val = _best_val(state)
+                    export_best(best_val, complete=True)
+                t_last = time.perf_counter()
+            elif state.step % cfg.checkpoint_every == 0 or state.step == end:
+                save_checkpoint()
+                t_last = time.perf_counter()
+    finally:
+        bar.close()
+    if state.step == end and not ckpt_path.exists():
+        save_checkpoint()
+    return state
+
+
+def _best_val(state: RunState) -> dict[str, Any]:
+    for row in state.history:
+        if row["step"] == state.best_step:
+            return {"per_class": row["val"], "macro_f1": row["val_macro_f1"], "loss": row["val_loss"]}
+    return {}
+
+
+def export_run(out: Path | str, models_dir: Path | str | None = None) -> dict[str, Any]:
+    """Export the best weights of the run in ``out`` to the models folder."""
+    from veer.errors import ModelFileError
+    from veer.weights import save_history, save_model
+
+    out = Path(out)
+    card_path, best_path = out / "card.json", out / "best.pt"
+    if not card_path.exists() or not best_path.exists():
+        raise ModelFileError(f"{out}: no evaluated weights to export yet (need best.pt and card.json)")
+    card = json.loads(card_path.read_text())
+    cfg = TrainConfig(**card["training"]["config"])
+    model = build_model(cfg.model, cfg.out_channels)
+    model.load_state_dict(_load_torch(best_path))
+    card = save_model(model, cfg.name, card, models_dir)
+    history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
+    save_history(cfg.name, history, models_dir)
+    return card
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    parser.add_argument("--task", choices=("joint", "binary"), default="joint")
+    parser.add_argument("--target", choices=CLASS_NAMES, help="binary task: the positive class")
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--batch", type=int, default=d.batch)
+    parser.add_argument("--tile", type=int, default=d.tile)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--warmup", type=int, default=d.warmup)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--loss", choices=JOINT_LOSSES, default=d.loss, help="joint task only")
+    parser.add_argument("--class-weights", type=float, nargs=3, default=list(d.class_weights),
+                        metavar=("BG", "C1", "C2"))
+    parser.add_argument("--eval-every", type=int, default=d.eval_every)
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    parser.add_argument("--val-tiles", type=int, default=d.val_tiles)
+    parser.add_argument("--scale-jitter", type=float, default=d.scale_jitter)
+    parser.add_argument("--model", type=str, default=None,
+                        help='model config as JSON, e.g. \'{"widths": [8, 16, 32, 64, 128]}\'')
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default VEER_THREADS or all)")
+    parser.add_argument("--workers", type=int, default=None, help="data worker processes (0 or 1)")
+    parser.add_argument("--models-dir", type=Path, default=None, help="where to export (default assets/models)")
+    parser.add_argument("--no-export", action="store_true", help="do not write into the models folder")
+    parser.add_argument("--export", action="store_true",
+                        help="only export the best weights of the run in --out, then stop")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    model = ModelConfig().to_dict()
+    if args.model:
+        try:
+            model.update(json.loads(args.model))
+        except ValueError as exc:
+            raise ConfigError(f"--model is not valid JSON ({exc})") from None
+    return TrainConfig(task=args.task, target=args.target, steps=args.steps, batch=args.batch,
+                       tile=args.tile, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
+                       seed=args.seed, loss=args.loss, class_weights=tuple(args.class_weights),
+                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                       val_tiles=args.val_tiles, scale_jitter=args.scale_jitter, model=model)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    out = args.out or Path("runs") / cfg.name
+    if args.export:
+        card = export_run(out, args.models_dir)
+        print(f"exported {cfg.name} (step {card['training']['steps']}) to "
+              f"{args.models_dir or 'assets/models'}")
+        return 0
+    state = train(cfg, out, resume=args.resume, device=args.device, threads=args.threads,
+                  workers=args.workers, export=not args.no_export, models_dir=args.models_dir)
+    print(f"{cfg.name}: {state.step} steps in {state.seconds:.0f} s; best validation macro F1 "
+          f"{state.best_score:.4f} at step {state.best_step}; run folder {out}")
+    return 0
