@@ -76,7 +76,7 @@ else:
     st.caption(f"For comparison, the archive's joint model: F1 {viz.fmt(archive.get('f1'))}, "
                f"IoU {viz.fmt(archive.get('iou'))} (mean of 3 classes); its separate masks: F1 "
                + " / ".join(viz.fmt(v) for v in archive_masks) + ".")
-    st.dataframe(viz.styled(viz.cards_frame(cards)), hide_index=True, width="stretch")
+    viz.show_table(st, viz.cards_frame(cards))
     missing = [n for n, c in cards.items() if not c]
     if missing:
         st.warning("Missing model files: " + ", ".join(missing) + ". The pipelines that need them "

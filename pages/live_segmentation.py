@@ -56,11 +56,12 @@ def bundled_samples() -> list[Path]:
         return []
 
 
-def sample_truth(path: Path) -> np.ndarray | None:
+def sample_truth(path: Path):
+    """The sample's truth (veer.synth.Truth: mask, centre lines, meta), or None."""
     from veer.synth import load_truth
 
     try:
-        return np.asarray(load_truth(path).mask)
+        return load_truth(path)
     except VeerError:
         return None
 
@@ -115,6 +116,125 @@ def scored(mode: str, key: str, truth_key: str, truth: np.ndarray, result) -> di
     return score
 
 
+def digitize_module():
+    """veer.digitize when it offers the whole pipeline, else None."""
+    try:
+        import veer.digitize as dz
+    except ImportError:
+        return None
+    needed = ("find_tracks", "digitize_labels", "Calibration", "ValueScale", "to_las", "csv_columns")
+    return dz if all(hasattr(dz, n) for n in needed) else None
+
+
+def digitise_panel(scan, key: str, results: dict, truth_obj, gray_view, factor: int, top: int) -> None:
+    """Tracks (found, editable), calibration, curves against depth, CSV / LAS downloads."""
+    import pandas as pd
+
+    dz = digitize_module()
+    if dz is None:
+        st.info("Curve digitisation needs veer.digitize, which is not available in this build.",
+                icon=":material/info:")
+        return
+    store = result_store()
+    h, w = scan.gray.shape
+    meta = getattr(truth_obj, "meta", None)
+    defaults = viz.calibration_defaults(meta, h)
+    c1, c2 = st.columns([1, 2])
+    mode = c1.radio("Digitise the labels of", list(results), format_func=viz.PIPELINE_LABELS.get,
+                    key="dig_mode")
+    tkey = (key, "tracks")
+    found = store.get(tkey)
+    if found is None:
+        try:
+            found = list(dz.find_tracks(scan.gray))
+        except VeerError:
+            found = []
+        store.put(tkey, found)
+    sources = ["found in the scan"] + (["the sample's truth"] if defaults["tracks"] else [])
+    origin = c1.radio("Tracks", sources, key="dig_track_source",
+                      help="Tracks are the plotting areas between heavy vertical borders. Edit the table to fix "
+                           "them: change a border, delete a row, add one.")
+    start = defaults["tracks"] if origin == "the sample's truth" else [(t.x0, t.x1) for t in found]
+    with c2:
+        edited = st.data_editor(pd.DataFrame(start or [], columns=["x0", "x1"], dtype=float), num_rows="dynamic",
+                                key=f"dig_tracks_{key}_{origin}", width="stretch",
+                                column_config={"x0": st.column_config.NumberColumn("left border x0 (px)"),
+                                               "x1": st.column_config.NumberColumn("right border x1 (px)")})
+    rows = [(float(a), float(b)) for a, b in edited[["x0", "x1"]].dropna().itertuples(index=False)]
+    bad = [f"{a:g}:{b:g}" for a, b in rows if not (0 <= a < b <= w)]
+    if not rows or bad:
+        st.warning("Give at least one track with 0 <= x0 < x1 <= the scan width"
+                   + (f" (check {', '.join(bad)})" if bad else "") + ".", icon=":material/warning:")
+        return
+    same_as_found = origin == "found in the scan" and len(rows) == len(found) and all(
+        abs(a - t.x0) < 1e-6 and abs(b - t.x1) < 1e-6 for (a, b), t in zip(rows, found))
+    tracks = found if same_as_found else rows
+
+    with st.form(f"dig_calibration_{key}"):
+        st.markdown("**Calibration** (optional: without it you get pixel positions and track fractions; "
+                    "depth is needed for LAS)")
+        f1, f2 = st.columns([3, 1])
+        points = f1.text_input("Known depths as ROW:DEPTH pairs (two or more)", defaults["depth_points"],
+                               placeholder="e.g. 120:1500, 2920:1640")
+        unit = f2.selectbox("Depth unit", ["ft", "m"], index=["ft", "m"].index(defaults["unit"])
+                            if defaults["unit"] in ("ft", "m") else 0)
+        scale_rows = defaults["scales"] if len(defaults["scales"]) == len(tracks) else []
+        scales = st.data_editor(pd.DataFrame(scale_rows or [{"left": None, "right": None, "scale": "linear"}
+                                                            for _ in tracks], columns=["left", "right", "scale"]),
+                                num_rows="fixed", key=f"dig_scales_{key}_{len(tracks)}", width="stretch",
+                                column_config={
+                                    "left": st.column_config.NumberColumn("value at left border"),
+                                    "right": st.column_config.NumberColumn("value at right border"),
+                                    "scale": st.column_config.SelectboxColumn("scale", options=["linear", "log"])})
+        st.form_submit_button("Digitise", type="primary")
+    try:
+        depth_points = dz.parse_depth_points(points) if points.strip() else ()
+        value_scales = []
+        for r in scales.itertuples(index=False):
+            if pd.notna(r.left) and pd.notna(r.right):
+                value_scales.append(dz.ValueScale(float(r.left), float(r.right), str(r.scale or "linear")))
+            else:
+                value_scales.append(None)
+        if not any(v is not None for v in value_scales):
+            value_scales = []
+        cal = dz.Calibration(depth_points=tuple(depth_points), depth_unit=unit, scales=tuple(value_scales))
+        dkey = (key, mode, viz.models_signature(mode), tuple(map(tuple, rows)), repr(cal))
+        log = store.get(dkey)
+        if log is None:
+            with st.spinner("Tracing the curves..."):
+                log = dz.digitize_labels(results[mode].labels, gray=scan.gray, tracks=tracks, calibration=cal)
+            store.put(dkey, log)
+    except VeerError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+
+    info = log.info
+    st.caption(f"{info.get('n_tracks', len(tracks))} track(s); curve1 found on {info.get('curve1_rows', 0):,} rows, "
+               f"curve2 on {info.get('curve2_rows', 0):,} rows of {h:,}."
+               + (f" Depth: {log.depth.describe()}." if log.depth is not None else " No depth calibration."))
+    left, right = st.columns(2)
+    left.plotly_chart(viz.tracks_figure(gray_view, factor=factor, row0=top, tracks=tracks, table=log.table),
+                      key="dig_tracks_fig", config={"scrollZoom": True, "displaylogo": False})
+    right.plotly_chart(viz.curves_figure(log, height=viz.auto_height(gray_view.shape, 2)), key="dig_curves_fig",
+                       config={"displaylogo": False})
+    if truth_obj is not None and hasattr(dz, "score_curves"):
+        try:
+            scores = dz.score_curves(truth_obj, log.table)
+            st.markdown("**Against the sample's true curves**")
+            viz.show_table(st, pd.DataFrame(viz.flatten_scores(scores)))
+        except VeerError as exc:
+            st.caption(f"Curve scores not available: {exc}")
+    stem = safe_stem(scan.name)
+    d1, d2 = st.columns(2)
+    d1.download_button("Curves per row (CSV)", data=partial(viz.curves_csv, log),
+                       file_name=f"{stem}.{mode}.curves.csv", mime="text/csv", on_click="ignore", key="dl_dig_csv")
+    if log.depth is not None:
+        d2.download_button("Curves by depth (LAS 2.0)", data=partial(viz.las_text, log), file_name=f"{stem}.{mode}.las",
+                           mime="text/plain", on_click="ignore", key="dl_dig_las")
+    else:
+        d2.caption("LAS needs a depth calibration: give two ROW:DEPTH pairs above.")
+
+
 # --------------------------------------------------------------------------- input
 
 st.title("Live segmentation")
@@ -131,14 +251,21 @@ else:
             "`python -m veer synth --out assets/samples --n 4`). You can still upload a scan.",
             icon=":material/info:")
 
-scan = key = truth = None
+scan = key = truth = truth_obj = None
 truth_key = ""
 if source == "Bundled sample":
-    pick = st.selectbox("Sample", samples, format_func=lambda p: p.name, key="sample")
+    sizes = {p: viz.image_size(p) for p in samples}
+    smallest = min(range(len(samples)), key=lambda i: (sizes[samples[i]] or (1 << 20, 1 << 20))[0]
+                   * (sizes[samples[i]] or (1 << 20, 1 << 20))[1])
+    pick = st.selectbox("Sample", samples, index=smallest, key="sample",
+                        format_func=lambda p: p.name + (f"  ({sizes[p][0]:,} x {sizes[p][1]:,} px)"
+                                                        if sizes[p] else ""),
+                        help="The smallest sample is picked first, so the page answers quickly.")
     try:
         data = Path(pick).read_bytes()
         scan, key = load_upload(pick.name, data)
-        truth = sample_truth(Path(pick))
+        truth_obj = sample_truth(Path(pick))
+        truth = np.asarray(truth_obj.mask) if truth_obj is not None else None
         truth_key = "sample:" + key
     except (OSError, VeerError) as exc:
         st.error(f"Cannot read the sample: {exc}", icon=":material/error:")
@@ -284,7 +411,7 @@ with tab_scores:
     else:
         scores = {mode: scored(mode, key, truth_key, truth, res) for mode, res in results.items()}
         metrics_table = viz.metrics_frame(scores, {m: s["tolerant"] for m, s in scores.items()})
-        st.dataframe(viz.styled(metrics_table), hide_index=True, width="stretch")
+        viz.show_table(st, metrics_table)
         st.caption("Pixel scores per class. 'mean (3 classes)' includes background, like the archive's "
                    "figures; 'mean (curves only)' is the one that says how well the curves are found. "
                    f"Tolerant F1 counts a curve pixel as right within {next(iter(scores.values()))['tolerant']['tol_px']} "
@@ -297,8 +424,7 @@ with tab_scores:
         st.plotly_chart(viz.linked_images(err_panels, factor=factor, row0=top), key="errors",
                         config={"scrollZoom": True, "displaylogo": False})
         st.markdown(viz.codes_legend_markdown(viz.ERROR_COLORS, viz.ERROR_LABELS), unsafe_allow_html=True)
-        st.dataframe(viz.error_counts_frame({m: s["error_counts"] for m, s in scores.items()}),
-                     hide_index=True)
+        viz.show_table(st, viz.error_counts_frame({m: s["error_counts"] for m, s in scores.items()}))
 
 with tab_dl:
     stem = safe_stem(scan.name)
@@ -323,5 +449,4 @@ with tab_dl:
         st.caption("A scores CSV is offered when a truth mask is available.")
 
 with tab_dig:
-    st.info("Curve digitisation (tracks, calibration, curves against depth, LAS/CSV) arrives with "
-            "veer.digitize.", icon=":material/info:")
+    digitise_panel(scan, key, results, truth_obj, gray_view, factor, top)

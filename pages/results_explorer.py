@@ -24,11 +24,17 @@ def eval_store() -> viz.ResultCache:
     return viz.ResultCache(sizeof=lambda _: 1)
 
 
+def eval_key(which: str, n: int, seed: int) -> tuple:
+    """Cache key of an evaluation: its data and the weights it would use."""
+    weights = tuple(viz.models_signature(m) for m in ("joint", "separate"))
+    return (which, n, seed, weights) if which == "fresh" else (which, weights)
+
+
 def run_evaluation(which: str, n: int, seed: int, bar) -> dict:
     """Evaluate both pipelines on the bundled samples or a fresh set (cached by its inputs)."""
     from veer.evaluate import evaluate_folder, generate_eval_set
 
-    key = (which, n, seed) if which == "fresh" else (which,)
+    key = eval_key(which, n, seed)
     hit = eval_store().get(key)
     if hit is not None:
         return hit
@@ -99,10 +105,20 @@ elif which in ("Bundled samples", "Fresh evaluation set"):
         n = c1.number_input("Logs to generate", 1, 20, 2, key="fresh_n")
         seed = c2.number_input("First seed", 0, 2**31 - 1, 20_000_000, key="fresh_seed",
                                help="Evaluation seeds start far away from any training seed.")
-    key = (kind, int(n), int(seed)) if fresh else (kind,)
-    report = eval_store().get(key)
+    report = eval_store().get(eval_key(kind, int(n), int(seed)))
     if report is None:
-        st.write("Runs both pipelines on every log and scores them (a few seconds per megapixel on a CPU).")
+        if not fresh:
+            from veer.synth import find_samples
+
+            paths = find_samples(viz.SAMPLES_DIR)
+            sizes = [viz.image_size(p) for p in paths]
+            mpx = sum(w * h for w, h in (s for s in sizes if s)) / 1e6
+            if not paths:
+                st.info("No bundled samples in assets/samples.", icon=":material/info:")
+            else:
+                st.write(f"{len(paths)} bundled logs, {mpx:.1f} Mpx in all.")
+        st.write("Runs both pipelines on every log and scores them: on a CPU this takes a few seconds per "
+                 "megapixel per pipeline; the result is kept until the weights change.")
         if st.button("Run the evaluation", type="primary", key=f"run_{kind}"):
             bar = st.progress(0.0, text="starting...")
             try:
@@ -135,8 +151,8 @@ masks = viz.archive_separate_f1(anchors)
 st.caption(f"veer's figures: {measured_on}. Archive: the joint model's approximate per-class figures. "
            f"The archive's separate masks scored F1 {' / '.join(viz.fmt(v) for v in masks)}, but the source "
            "does not say which mask is which class, so they are not placed on the class axis.")
-means = viz.means_frame(sources)
-st.dataframe(viz.styled(means), hide_index=True, width="stretch")
+means = viz.means_frame(sources, archive_masks=viz.archive_separate_f1(anchors))
+viz.show_table(st, means)
 d1, d2 = st.columns(2)
 d1.download_button("Per-class comparison (CSV)", viz.frame_csv(frame), file_name="veer_per_class.csv",
                    mime="text/csv", on_click="ignore", key="dl_cmp")
@@ -146,7 +162,7 @@ d2.download_button("Averages (CSV)", viz.frame_csv(means), file_name="veer_means
 if report is not None:
     st.header("Per sample")
     per_sample = viz.samples_frame(report)
-    st.dataframe(viz.styled(per_sample), hide_index=True, width="stretch")
+    viz.show_table(st, per_sample)
     st.download_button("Per-sample scores (CSV)", viz.frame_csv(per_sample), file_name="veer_per_sample.csv",
                        mime="text/csv", on_click="ignore", key="dl_samples")
     st.header("Confusion matrices")

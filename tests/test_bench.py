@@ -21,8 +21,9 @@ def canned_segment(**over):
         "mpx_per_s": 1.75, "segment_mpx_per_s": 1.98, "peak_rss_mb": 900.0, "rss_after_import_mb": 250.0,
         "rss_ready_mb": 300.0, "gmac_per_mpx": 8.1, "matmul_gflops": 33.0, "gflop_per_s": 41.0,
         "peak_fraction": 0.6, "speedup": 2.5, "generate_log_s": 4.0,
-        "naive": {"tiles_timed": 12, "tiles": 160, "tile_s": 0.23, "tile_s_median": 0.23,
-                  "finalize_s": 1.2, "segment_s_est": 37.5, "peak_rss_mb": 1500.0},
+        "speedup_vs_full_run": 2.4,
+        "naive": {"rounds": 3, "tiles_timed": 24, "tiles": 160, "tile_s": 0.23, "engine_tile_s": 0.09,
+                  "speedup": 2.5, "finalize_s": 1.2, "segment_s_est": 37.5, "peak_rss_mb": 1500.0},
     }
     fig.update(over)
     return fig
@@ -35,7 +36,7 @@ def test_matmul_peak_is_measured():
 def test_table_shows_every_figure_and_marks_targets():
     text = bench.table({"segment": canned_segment(), "synth": {"tiles_per_s": 321.0, "tile_size": 256}})
     for needle in ("1664 x 17864", "17.00 s", "900 MB", "2.50x", "8.10 GMAC/Mpx", "321 tiles/s",
-                   "12 of 160 tiles", "% of the matmul peak"):
+                   "24 of 160 tiles", "% of the matmul peak"):
         assert needle in text
     assert "MISSED" not in text and text.count("[target met]") == 3
     slow = bench.table({"segment": canned_segment(end_to_end_s=40.0, speedup=1.3, peak_rss_mb=3000.0)})
@@ -87,11 +88,14 @@ def test_bench_segment_measures_engine_and_naive_in_child_processes(tiny_models)
     gray = np.full((260, 150), 235, np.uint8)
     gray[rng.random(gray.shape) < 0.05] = 20
     fig = bench.bench_segment(log=gray, models_dir=str(tiny_models), tile=64, overlap=0.25, batch=4,
-                              naive_tiles=3, device="cpu", say=lambda _: None, matmul_n=256)
+                              naive_tiles=16, device="cpu", say=lambda _: None, matmul_n=256)
     assert (fig["height"], fig["width"]) == (260, 150)
-    assert fig["tiles"] == fig["naive"]["tiles"] > 3 and fig["naive"]["tiles_timed"] == 3
+    nv = fig["naive"]
+    assert fig["tiles"] == nv["tiles"] > 3 and nv["strip_tile"] == fig["tile"]  # same tiles both ways
+    assert nv["rounds"] >= 2 and nv["tiles_timed"] % nv["rounds"] == 0 and nv["tiles_timed"] <= 16
     assert fig["segment_s"] > 0 and fig["end_to_end_s"] >= fig["segment_s"]
-    assert fig["speedup"] == pytest.approx(fig["naive"]["segment_s_est"] / fig["segment_s"])
+    assert fig["speedup"] == pytest.approx(nv["tile_s"] / nv["engine_tile_s"])
+    assert fig["speedup_vs_full_run"] == pytest.approx(nv["segment_s_est"] / fig["segment_s"])
     assert fig["peak_rss_mb"] >= fig["rss_after_import_mb"] > 10
     assert fig["gmac_per_mpx"] > 0 and fig["matmul_gflops"] > 0 and fig["compute_factor"] > 1
     assert sum(fig["label_shares"]) == pytest.approx(1.0)

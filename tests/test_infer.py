@@ -392,15 +392,15 @@ def test_segment_cli_writes_masks_and_reports_a_bad_file(tmp_path, models_folder
     (src / "b").mkdir()
     one = _write_png(src / "a" / "log.png", rng.integers(0, 256, (70, 50), dtype=np.uint8))
     two = _write_png(src / "b" / "log.png", rng.integers(0, 256, (40, 90), dtype=np.uint8))
-    bad = src / "broken.png"
+    bad = src / "log.png"  # same stem, listed first: a failed file must not take the name
     bad.write_bytes(b"not an image at all")
     out = tmp_path / "out"
-    code = main(["segment", str(one), str(bad), str(two), "--out", str(out), "--models", str(models_folder),
+    code = main(["segment", str(bad), str(one), str(two), "--out", str(out), "--models", str(models_folder),
                  "--mode", "separate", "--overlay", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1
     errors = [line for line in err.splitlines() if "error" in line]
-    assert len(errors) == 1 and "broken.png" in errors[0] and "Traceback" not in err
+    assert len(errors) == 1 and str(bad) in errors[0] and "Traceback" not in err
     names = sorted(p.name for p in out.iterdir())
     assert names == ["log-2.conflict.png", "log-2.mask.png", "log-2.overlay.png",
                      "log.conflict.png", "log.mask.png", "log.overlay.png"]

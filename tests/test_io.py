@@ -114,3 +114,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_makes_ordinary_permissions(tmp_path):
+    import os
+    import stat
+    with atomic_write(tmp_path / "out.txt") as tmp:
+        tmp.write_text("ok")
+    mode = stat.S_IMODE(os.stat(tmp_path / "out.txt").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

@@ -117,6 +117,19 @@ def test_nan_scores_show_as_missing_not_as_numbers():
         frame.set_index("class").loc["curve2", "f1"])
 
 
+def test_display_table_formats_scores_counts_and_gaps():
+    import pandas as pd
+
+    frame = pd.DataFrame({"name": ["a", "b"], "f1": [0.51234, None], "support": [1530848, None],
+                          "flag": [True, False]})
+    table, config = viz.display_table(frame)
+    assert list(table["f1"]) == ["0.512", "–"]
+    assert list(table["support"]) == ["1,530,848", "–"]
+    assert list(table["name"]) == ["a", "b"] and list(table["flag"]) == [True, False]
+    assert set(config) == {"f1", "support"} and config["f1"] == {"alignment": "right"}
+    assert frame["f1"].iloc[0] == 0.51234  # the original (for CSV downloads) is untouched
+
+
 def test_samples_frame_and_confusion_figure_from_a_report():
     report = {"pipelines": {"joint": {"confusion_matrix": [[90, 5, 5], [2, 8, 0], [1, 0, 9]]}},
               "samples": [{"name": "a.png", "scan": "gray", "style": "x", "megapixels": 1.0,
@@ -140,9 +153,11 @@ def test_comparison_and_means_frames():
                "archive": viz.archive_joint_per_class(viz.load_anchors())}
     frame = viz.comparison_frame(sources)
     assert set(frame["source"]) == {"ours", "archive"} and len(frame) == 12
-    means = viz.means_frame(sources).set_index("source")
+    means = viz.means_frame(sources, archive_masks=[0.37, 0.26, 0.55]).set_index("source")
     assert means.loc["ours", "F1 mean, 3 classes"] == pytest.approx(0.6)
     assert means.loc["ours", "F1 mean, curves only"] == pytest.approx(0.45)
+    assert means.loc["ours", "IoU mean, curves only"] == pytest.approx(0.25)
+    assert means.loc["archive separate (3 masks)", "F1 mean, 3 classes"] == pytest.approx(0.3933, abs=1e-4)
     assert viz.comparison_figure(frame, "iou").data
 
 

@@ -131,7 +131,6 @@ SUMMARY_COLUMNS = [
     "device", "worker", "coverage_curve1", "coverage_curve2", "conflict_share", "gap_share",
     "n_tracks", "mask", "conflict", "curves_csv", "las", "las_note", "sha256",
 ]
-OUTPUT_KINDS = ("mask", "conflict", "curves_csv", "las")
 
 PathLike = Union[str, Path]
 SegmenterSpec = Union[None, str, Callable[..., Any]]
@@ -203,7 +202,7 @@ def expand_inputs(inputs: Iterable[PathLike], exclude: PathLike | None = None) -
 
 
 def output_paths(out_dir: PathLike, stem: str, mode: str, las: bool) -> dict[str, Path]:
-    """The files one scan produces (kinds of :data:`OUTPUT_KINDS` that apply)."""
+    """The files one scan produces (kinds of mask, conflict, curves_csv, las that apply)."""
     out = Path(out_dir)
     paths = {"mask": out / f"{stem}.mask.png", "curves_csv": out / f"{stem}.curves.csv"}
     if mode == "separate":
@@ -1117,6 +1116,7 @@ def bench_batch(n_scans: int = 12, workers_list: Sequence[int] = (1, 2), *, heig
             runs.append({"workers": n, "threads_per_worker": threads,
                          "scans": n_scans, "megapixels": round(mpx, 2),
                          "done": int((df["status"] == "done").sum()),
+                         "scan_s_mean": round(float(df["seconds"].mean()), 2),
                          "startup_s": round(t.get("startup_s") or 0.0, 2),
                          "processing_s": round(t.get("processing_s") or 0.0, 2),
                          "scans_per_minute": round(t.get("scans_per_minute") or 0.0, 2),
@@ -1138,10 +1138,14 @@ def format_bench(figures: Mapping[str, Any]) -> str:
     lines = [f"veer batch benchmark: {figures['runs'][0]['scans']} scans of "
              f"{figures['height']}x{figures['width']} px, mode {figures['mode']}, "
              f"{figures['cpu_count']} CPU cores"]
-    lines.append(f"{'workers':>7} {'torch thr':>9} {'startup s':>9} {'work s':>8} {'scans/min':>9} {'Mpx/min':>8}")
+    lines.append(f"{'workers':>7} {'torch thr':>9} {'startup s':>9} {'work s':>8} {'s/scan':>7} "
+                 f"{'scans/min':>9} {'Mpx/min':>8}")
     for r in figures["runs"]:
         lines.append(f"{r['workers']:>7} {r['threads_per_worker']:>9} {r['startup_s']:>9.1f} "
-                     f"{r['processing_s']:>8.1f} {r['scans_per_minute']:>9.1f} {r['megapixels_per_minute']:>8.1f}")
+                     f"{r['processing_s']:>8.1f} {r['scan_s_mean']:>7.2f} {r['scans_per_minute']:>9.1f} "
+                     f"{r['megapixels_per_minute']:>8.1f}")
+    lines.append("(s/scan: mean time one worker spent on a scan; if it grows with the workers, "
+                 "the cores are saturated)")
     if figures.get("scaling") is not None:
         lines.append(f"scaling {figures['runs'][-1]['workers']} vs {figures['runs'][0]['workers']} "
                      f"workers: x{figures['scaling']:.2f}")
@@ -1153,6 +1157,9 @@ def format_bench(figures: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Reruns skip finished scans (manifest.jsonl in --out). Exit status 0 when every scan "
+                     "is done or skipped, 1 when some failed (errors in summary.csv). Cluster set-up: "
+                     "see the module docstring of veer/batch.py.")
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="scan files, folders (searched recursively) or glob patterns")
     parser.add_argument("--out", help="output folder (masks, curves, LAS, manifest, summary)")

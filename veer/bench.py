@@ -11,10 +11,13 @@ px, about 30 Mpx, from :func:`veer.synth.generate_log`, saved as a PNG):
 * the naive way, in a second child, on the same tiles and the same threads:
   one tile at a time, no batching, fp32 NCHW tensors (no channels-last),
   ``torch.no_grad`` instead of inference mode, and full-image float32
-  accumulators. It times an even spread of ``--naive-tiles`` tiles (after one
-  warm-up tile) and extrapolates to all tiles, plus the full-image
-  normalise/argmax it measures for real. The speed-up is the ratio of the two,
-  measured in the same run.
+  accumulators. The CPU is shared, so its load can change during a run: the
+  child alternates, a strip of the log two tile rows high segmented by the
+  engine, then the same tiles the naive way, for about ``--naive-tiles``
+  tiles, and the speed-up is the ratio of those interleaved times. It also
+  extrapolates the naive per-tile time to the whole log (plus the whole-image
+  normalise/argmax it measures for real) and compares that with the full
+  engine run.
 * the network's cost: GMAC per megapixel (:func:`veer.model.gmac_per_megapixel`),
   the overlap factor of the tiling, the GFLOP/s the engine achieved, and the
   CPU's fp32 matrix-multiply peak (median of ``torch.mm`` on 2048 x 2048)
@@ -192,26 +195,34 @@ def _child_engine(opts: dict) -> dict:
 
 
 def _child_naive(opts: dict) -> dict:
-    """The naive way on a spread of the same tiles; extrapolated (see the module docstring)."""
+    """Naive vs engine on the same tiles, interleaved in time (see the module docstring).
+
+    Each round takes a strip of the log two tile rows high (its tiles have
+    exactly the size of the whole log's tiles), segments it with the engine,
+    then runs the same tiles the naive way. Alternating keeps the ratio fair
+    on a machine whose load changes while it runs.
+    """
     import torch
 
     from veer.device import pick_device, set_cpu_threads
-    from veer.infer import gaussian_weights, plan_tiles
+    from veer.infer import Segmenter, gaussian_weights, plan_tiles
     from veer.io import read_scan
 
     if opts.get("threads"):
         set_cpu_threads(opts["threads"])
     dev = pick_device(opts["device"])
-    models, _ = _load_models(opts["mode"], opts.get("models_dir"), opts.get("random_weights", False))
+    rw = opts.get("random_weights", False)
+    models, _ = _load_models(opts["mode"], opts.get("models_dir"), rw)
     models = [m.to(dev).eval() for m in models]  # fp32, NCHW: no channels-last
+    fast, _ = _load_models(opts["mode"], opts.get("models_dir"), rw)
+    seg = Segmenter.from_models(opts["mode"], fast, dev, tile=opts["tile"], overlap=opts["overlap"],
+                                batch_size=opts.get("batch"))
     gray = read_scan(opts["image"], max_pixels=10**9).gray
     H, W = gray.shape
-    align = max(int(getattr(m, "stride", 16)) for m in models)
-    plan = plan_tiles(H, W, tuple(opts["tile_hw"]), opts["overlap"], align)
+    plan = seg.plan(H, W)
     th, tw = plan.tile_h, plan.tile_w
-    origins = plan.origins
     weight = gaussian_weights(th, tw)
-    acc = np.zeros((3, H, W), np.float32)
+    acc = np.zeros((3, H, W), np.float32)   # the naive way: whole-image float32 accumulators
     wsum = np.zeros((H, W), np.float32)
 
     def one_tile(y: int, x: int) -> None:
@@ -226,25 +237,39 @@ def _child_naive(opts: dict) -> dict:
         acc[:, y:y + th, x:x + tw] += p * weight
         wsum[y:y + th, x:x + tw] += weight
 
-    k = max(1, min(int(opts["naive_tiles"]), len(origins)))
-    picks = np.unique(np.rint(np.linspace(0, len(origins) - 1, k)).astype(int))
-    one_tile(*origins[int(picks[0])])  # warm-up, not timed
-    times = []
-    for i in picks:
+    # a strip two tile rows high whose plan has the whole log's tile size
+    ov = int(np.ceil(seg.overlap * seg.tile[0]))
+    strip = min(H, 2 * th - ov) if len(plan.ys) > 1 else H
+    sub = plan_tiles(strip, W, seg.tile, seg.overlap, seg.align)
+    per_round = sub.n_tiles
+    rounds = max(1, int(opts["naive_tiles"]) // per_round)
+    starts = np.rint(np.linspace(0, H - strip, rounds)).astype(int)
+    seg.segment(gray[:strip])                 # warm-up both ways, not timed
+    one_tile(*sub.origins[0])
+    naive_s = engine_s = 0.0
+    for y0 in starts:
         t0 = time.perf_counter()
-        one_tile(*origins[int(i)])
+        seg.segment(gray[y0:y0 + strip])
         _sync(dev)
-        times.append(time.perf_counter() - t0)
+        engine_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for y, x in sub.origins:
+            one_tile(int(y0) + y, x)
+        _sync(dev)
+        naive_s += time.perf_counter() - t0
+    tiles_timed = rounds * per_round
     wsum[wsum == 0] = 1.0  # pixels no timed tile reached
     t0 = time.perf_counter()
     probs = acc / wsum
     labels = probs.argmax(0).astype(np.uint8)
     finalize_s = time.perf_counter() - t0
     del probs, labels
-    tile_s = float(np.mean(times))
-    return {"tiles_timed": int(len(times)), "tiles": len(origins), "tile_s": tile_s,
-            "tile_s_median": float(np.median(times)), "finalize_s": finalize_s,
-            "segment_s_est": tile_s * len(origins) + finalize_s, "peak_rss_mb": _peak_rss_mb()}
+    tile_s = naive_s / tiles_timed
+    return {"rounds": int(rounds), "tiles_timed": int(tiles_timed), "tiles": plan.n_tiles,
+            "strip_rows": int(strip), "strip_tile": [sub.tile_h, sub.tile_w],
+            "tile_s": tile_s, "engine_tile_s": engine_s / tiles_timed, "speedup": naive_s / engine_s,
+            "finalize_s": finalize_s, "segment_s_est": tile_s * plan.n_tiles + finalize_s,
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 def _run_child(kind: str, opts: dict, timeout: float = 3600) -> dict:
@@ -279,7 +304,7 @@ def _child_main(argv: list[str]) -> int:
 
 def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str = "joint",
                   device: str = "auto", models_dir: str | None = None, tile: int | None = None,
-                  overlap: float | None = None, batch: int | None = None, naive_tiles: int = 12,
+                  overlap: float | None = None, batch: int | None = None, naive_tiles: int = 24,
                   threads: int | None = None, random_weights: bool = False, seed: int = 0,
                   log=None, say=print, matmul_n: int = 2048) -> dict:
     """Engine vs naive on one synthetic log; returns the figures (see the module docstring)."""
@@ -308,8 +333,9 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                 "matmul_n": matmul_n}
         say("segmenting it with the engine (child process) ...")
         eng = _run_child("engine", opts)
-        say(f"timing the naive way on {naive_tiles} of {eng['tiles']} tiles (child process) ...")
-        naive = _run_child("naive", dict(opts, tile_hw=eng["max_tile"]))
+        say(f"timing the naive way against the engine on about {naive_tiles} of {eng['tiles']} tiles, "
+            f"interleaved (child process) ...")
+        naive = _run_child("naive", opts)
     mpx = H * W / 1e6
     work_gflop = 2 * eng["gmac_per_mpx"] * eng["compute_factor"] * mpx
     out = dict(eng)
@@ -318,7 +344,8 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
         "mpx_per_s": mpx / eng["end_to_end_s"], "segment_mpx_per_s": mpx / eng["segment_s"],
         "gflop_per_s": work_gflop / eng["segment_s"],
         "peak_fraction": work_gflop / eng["segment_s"] / eng["matmul_gflops"],
-        "naive": naive, "speedup": naive["segment_s_est"] / eng["segment_s"],
+        "naive": naive, "speedup": naive["speedup"],
+        "speedup_vs_full_run": naive["segment_s_est"] / eng["segment_s"],
         "generate_log_s": gen_s,
     })
     return out
@@ -338,6 +365,7 @@ def table(fig: dict) -> str:
     seg = fig.get("segment")
     if seg:
         nv = seg["naive"]
+        full = seg["height"] * seg["width"] >= LOG_HEIGHT * LOG_WIDTH
         rows += [
             ("log", f"{seg['width']} x {seg['height']} px ({seg['megapixels']:.1f} Mpx), {seg['mode']}, "
                     f"{seg['weights']} weights"),
@@ -351,14 +379,16 @@ def table(fig: dict) -> str:
             ("segment", f"{seg['segment_s']:.2f} s ({seg['segment_mpx_per_s']:.2f} Mpx/s)"),
             ("write mask PNG", f"{seg['write_s']:.2f} s"),
             ("end to end", f"{seg['end_to_end_s']:.2f} s ({seg['mpx_per_s']:.2f} Mpx/s)"
-                           f"{_mark(seg['end_to_end_s'] <= TARGETS['end_to_end_s'])}"),
+                           + (_mark(seg['end_to_end_s'] <= TARGETS['end_to_end_s']) if full
+                              else "  (the 25 s target is for the whole 1664 x 17864 log)")),
             ("peak memory (RSS)", f"{seg['peak_rss_mb']:.0f} MB (after import {seg['rss_after_import_mb']:.0f} MB, "
                                   f"models ready {seg['rss_ready_mb']:.0f} MB)"
                                   f"{_mark(seg['peak_rss_mb'] <= TARGETS['peak_rss_mb'])}"),
-            ("naive way", f"{nv['segment_s_est']:.2f} s segment (est. from {nv['tiles_timed']} of "
-                          f"{nv['tiles']} tiles at {nv['tile_s'] * 1000:.0f} ms each + "
-                          f"{nv['finalize_s']:.2f} s finalise); peak {nv['peak_rss_mb']:.0f} MB"),
-            ("speed-up", f"{seg['speedup']:.2f}x{_mark(seg['speedup'] >= TARGETS['speedup'])}"),
+            ("naive way", f"{nv['tile_s'] * 1000:.0f} ms per tile vs the engine's {nv['engine_tile_s'] * 1000:.0f} ms "
+                          f"on the same {nv['tiles_timed']} of {nv['tiles']} tiles, interleaved in "
+                          f"{nv['rounds']} round(s); whole log est. {nv['segment_s_est']:.1f} s"),
+            ("speed-up", f"{seg['speedup']:.2f}x (interleaved); {seg['speedup_vs_full_run']:.2f}x against the "
+                         f"full engine run above{_mark(seg['speedup'] >= TARGETS['speedup'])}"),
             ("network cost", f"{seg['gmac_per_mpx']:.2f} GMAC/Mpx; x{seg['compute_factor']:.2f} overlap = "
                              f"{seg['gmac_per_mpx'] * seg['compute_factor']:.2f} GMAC per image Mpx"),
             ("achieved", f"{seg['gflop_per_s']:.1f} GFLOP/s = {100 * seg['peak_fraction']:.0f}% of the "
@@ -390,7 +420,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overlap", type=float, default=None, help="least tile overlap (default the segmenter's)")
     parser.add_argument("--batch", type=int, default=None, help="tiles per batch (default by device)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
-    parser.add_argument("--naive-tiles", type=int, default=12, help="tiles timed for the naive estimate")
+    parser.add_argument("--naive-tiles", type=int, default=24,
+                        help="tiles timed the naive way (and again by the engine, interleaved)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log")
     parser.add_argument("--random-weights", action="store_true",
                         help="untrained networks of the shipped architecture (speed only; for machines without weights)")
@@ -405,7 +436,7 @@ def run(args) -> int:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m veer bench", *(sys.argv[2:] if sys.argv[1:2] == ["bench"] else [])]),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "torch": __import__("torch").__version__},
+                    "torch": __import__("torch").__version__, "load_average_at_start": _loadavg()},
         "targets": TARGETS,
     }
 

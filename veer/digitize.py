@@ -58,8 +58,11 @@ from veer.classes import CURVE1, CURVE2, IGNORE
 from veer.errors import ConfigError, MaskError, VeerError
 
 CURVES = ("curve1", "curve2")
-TIP_MARGIN = 2.5
-REFLECT = True
+TIP_MARGIN = 1e9
+REFLECT = False
+USE_CORE = True
+SOLID_SHARE = 0.9
+FIT_BROKEN = True
 CURVE_CLASSES = {"curve1": CURVE1, "curve2": CURVE2}
 LAS_NULL = -999.25
 DEPTH_UNITS = {"ft": "F", "m": "M"}
@@ -274,6 +277,7 @@ class TraceParams:
     gap_cost: float = 0.2        # chain score lost per empty row between two pieces
     dist_cost: float = 0.5       # chain score lost per px of misfit at a link
     break_cost: float = 25.0     # chain score lost by a jump (a piece that does not continue the last)
+    fit_iters: int = 80          # iterations of the pen-path fit on near-horizontal rows (0: off)
     baseline_wrap: bool = True   # count wraps from the wrap count the trace spends most rows at
 
 
@@ -516,7 +520,7 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     sel = chosen[p.run_piece + 1]
     fr, fa, fb, fp = p.run_row[sel], p.run_a[sel], p.run_b[sel], p.run_piece[sel] + 1
     hw = _stroke_half_width(ink, fr, fa, fb)
-    core = _core(ink, hw, p.lab)
+    core = _core(ink, hw, p.lab) if USE_CORE else ink
     r, ca, cb = _row_runs(core)
     cp = p.lab[r, ca]
     shift = wrap_lut[cp] * width + col0
@@ -577,6 +581,18 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
         miss = ~np.isfinite(A)
         A[miss], B[miss] = a[miss] - hw, b[miss] + hw
     c = _row_centres(rows, a, b, A, B, seg, wr * width + col0, core, hw)
+    span_rows = rows[-1] - rows[0] + 1
+    solid = rows.size >= SOLID_SHARE * span_rows
+    if prm.fit_iters > 0 and (solid or FIT_BROKEN):
+        # near-horizontal rows: fit the pen path to the ink (see _fit_path)
+        shift_r = wr * width + col0
+        opt = np.zeros(h, bool)
+        opt[rows[(B - A + 1.0) > 2.0 * hw + 3.0]] = True
+        if opt.any():
+            vb = np.full(h, np.nan)
+            vb[rows] = c - shift_r
+            vb = _fit_path(ink, vb, hw, opt, iters=prm.fit_iters, solid=solid)
+            c = vb[rows] + shift_r
     # ink rows
     xu[rows] = c
     x[rows] = c - wr * width
@@ -689,6 +705,80 @@ def _row_centres(rows, a, b, A, B, seg, shift, core, hw) -> np.ndarray:
             if got:
                 v[i] = sum(got) / len(got)
     return v
+
+
+def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, iters: int = 80,
+              lr: float = 0.5, solid: bool = True) -> np.ndarray:
+    """Move the path's x on the rows in ``opt_mask`` so the drawn stroke matches the ink.
+
+    The trace is modelled as a pen of half-width ``hw`` drawn along the
+    polyline through ``(v[r], r)``: a pixel is inked exactly when its centre
+    lies within ``hw`` of the polyline. Along the boundary of the ink, every
+    inked pixel should be within ``hw`` and every paper pixel beyond it; the
+    squared violations are minimised by Adam on the chosen rows (analytic
+    gradients through the nearest leg of each pixel). This recovers the
+    turning points and steps of near-horizontal excursions, where the ink of
+    one row mixes several legs of the path. ``v0``: band x per row (NaN: none).
+    """
+    from scipy import ndimage
+
+    H, w = ink.shape
+    fin = np.isfinite(v0)
+    opt_rows = np.flatnonzero(opt_mask & fin)
+    if opt_rows.size == 0:
+        return v0
+    k = int(np.ceil(hw)) + 1
+    rowsel = np.zeros(H, bool); rowsel[opt_rows] = True
+    near = ndimage.binary_dilation(rowsel, iterations=k)
+    # the boundary layer: ink touching paper and paper touching ink; for a broken (dashed,
+    # dotted) trace only paper beside the ink in its row, not the paper in the gaps
+    paper_near = np.ones((3, 3), bool) if solid else np.ones((1, 3), bool)
+    cand = ndimage.binary_dilation(ink, structure=paper_near)
+    inner = ndimage.binary_erosion(ink, structure=np.ones((3, 3), bool))
+    cand &= ~inner
+    cand &= near[:, None]
+    pr, pc = np.nonzero(cand)
+    if pr.size == 0:
+        return v0
+    is_ink = ink[pr, pc]
+    pr = pr.astype(np.float64); pc = pc.astype(np.float64)
+    offs = np.arange(-k, k)
+    L = pr.astype(np.int64)[:, None] + offs[None, :]
+    ok = (L >= 0) & (L + 1 < H)
+    L = np.clip(L, 0, H - 2)
+    ok &= fin[L] & fin[L + 1]
+    v_init = np.where(fin, v0, 0.0)
+    ok &= np.abs(v_init[L + 1] - v_init[L]) < w / 2.0        # never a leg across a wrap
+    v = np.where(fin, v0, 0.0).astype(np.float64)
+    eps = 0.05
+    m1 = np.zeros(H); m2 = np.zeros(H)
+    b1, b2 = 0.9, 0.999
+    sign = np.where(is_ink, 1.0, -1.0)
+    for it in range(1, iters + 1):
+        x0 = v[L]; dx = v[L + 1] - x0
+        ry = pr[:, None] - L
+        t = np.clip(((pc[:, None] - x0) * dx + ry) / (dx * dx + 1.0), 0.0, 1.0)
+        ex = pc[:, None] - x0 - t * dx
+        d2 = ex * ex + (ry - t) ** 2
+        d2 = np.where(ok, d2, 1e9)
+        j = np.argmin(d2, axis=1)
+        ar = np.arange(j.size)
+        dm = np.sqrt(d2[ar, j]) + 1e-9
+        exj, tj, Lj = ex[ar, j], t[ar, j], L[ar, j]
+        viol = np.where(is_ink, np.maximum(dm - hw + eps, 0.0), np.maximum(hw + eps - dm, 0.0))
+        fp = 2.0 * viol * sign            # dloss/dd
+        g_common = fp * (-exj / dm)
+        grad = np.bincount(Lj, weights=g_common * (1.0 - tj), minlength=H) + \
+            np.bincount(Lj + 1, weights=g_common * tj, minlength=H)
+        grad[~opt_mask] = 0.0
+        m1 = b1 * m1 + (1 - b1) * grad
+        m2 = b2 * m2 + (1 - b2) * grad * grad
+        step = lr * (0.5 * (1 + np.cos(np.pi * it / iters)) + 0.02)
+        upd = step * (m1 / (1 - b1 ** it)) / (np.sqrt(m2 / (1 - b2 ** it)) + 1e-8)
+        v[opt_rows] -= upd[opt_rows]
+    out = v0.copy()
+    out[opt_rows] = v[opt_rows]
+    return out
 
 
 def _track_bands(tracks: Sequence[Track], width: int, prm: TraceParams) -> list[tuple[float, float]]:

@@ -556,23 +556,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=None, help="tiles per batch (default by device)")
 
 
-def _output_stems(images: Sequence[str], out: Path) -> list[str]:
-    """One distinct stem per input; no output may land on an input file."""
+OUTPUT_SUFFIXES = (".mask.png", ".conflict.png", ".overlay.png")
+
+
+def _output_stem(name: str, out: Path, used: set[str], inputs: set[Path]) -> str:
+    """A stem for ``name`` not used in this run, none of whose outputs is an input file."""
     from veer.io import safe_stem
 
-    inputs = {Path(p).resolve() for p in images}
-    suffixes = (".mask.png", ".conflict.png", ".overlay.png")
-    used: set[str] = set()
-    stems = []
-    for p in images:
-        base = stem = safe_stem(Path(p).name)
-        k = 1
-        while stem in used or any((out / f"{stem}{s}").resolve() in inputs for s in suffixes):
-            k += 1
-            stem = f"{base}-{k}"
-        used.add(stem)
-        stems.append(stem)
-    return stems
+    base = stem = safe_stem(Path(name).name)
+    k = 1
+    while stem in used or any((out / f"{stem}{s}").resolve() in inputs for s in OUTPUT_SUFFIXES):
+        k += 1
+        stem = f"{base}-{k}"
+    used.add(stem)
+    return stem
 
 
 def run(args) -> int:
@@ -590,11 +587,13 @@ def run(args) -> int:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
-    stems = _output_stems(args.images, out)
+    inputs = {Path(p).resolve() for p in args.images}
+    used: set[str] = set()
     failed = 0
-    for path, stem in zip(args.images, stems):
+    for path in args.images:
         try:
             scan = read_scan(path, page=args.page - 1, max_pixels=args.max_pixels)
+            stem = _output_stem(path, out, used, inputs)
             bar = tqdm(total=None, desc=Path(path).name, unit="tile", leave=False,
                        disable=not sys.stderr.isatty())
 

@@ -189,6 +189,17 @@ def load_history(name: str, models_dir: Path | None = None) -> list[dict]:
     return [r for r in data if isinstance(r, Mapping)] if isinstance(data, list) else []
 
 
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header (no decoding), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return int(img.width), int(img.height)
+    except (OSError, ValueError):
+        return None
+
+
 def models_signature(mode: str, models_dir: Path | None = None) -> str:
     """Which weights a pipeline would load now (folder and the cards' sha256), for cache keys.
 
@@ -461,7 +472,7 @@ def png_data_uri(image: np.ndarray) -> str:
 # Figures: the live page
 # ---------------------------------------------------------------------------
 
-def auto_height(image_shape: Sequence[int], n_panels: int, *, width_px: int = 1100,
+def auto_height(image_shape: Sequence[int], n_panels: int, *, width_px: int = 960,
                 lo: int = 260, hi: int = 820) -> int:
     """A figure height that fits ``n_panels`` side-by-side images of this shape without empty bands."""
     h, w = int(image_shape[0]), max(1, int(image_shape[1]))
@@ -501,6 +512,163 @@ def linked_images(panels: Sequence[tuple[str, np.ndarray]], *, factor: int = 1, 
                       showlegend=bool(legend), legend=dict(orientation="h", y=-0.03, x=0),
                       uirevision="keep")
     return fig
+
+
+def tracks_figure(gray_view: np.ndarray, *, factor: int, row0: int, tracks: Sequence[Any],
+                  table=None, height: int | None = None, max_points: int = 6000):
+    """The scan (depth window) with track borders and the traced centre lines drawn on it.
+
+    ``tracks`` are (x0, x1) pairs or objects with ``x0``, ``x1``, ``slope``,
+    ``row_ref``; ``table`` is veer.digitize's per-row table (row, track,
+    curve1_x, curve2_x) or None. Coordinates are full-resolution pixels.
+    """
+    import plotly.graph_objects as go
+
+    h_full = gray_view.shape[0] * factor
+    fig = linked_images([("Tracks and traced curves", gray_view)], factor=factor, row0=row0,
+                        height=height or auto_height(gray_view.shape, 2))
+    rows = np.array([row0, row0 + h_full - 1], np.float64)
+    for i, t in enumerate(tracks):
+        x0, x1 = float(t[0]), float(t[1])
+        slope = float(getattr(t, "slope", 0.0))
+        ref = float(getattr(t, "row_ref", 0.0))
+        for x, side in ((x0, "left"), (x1, "right")):
+            xs = x + slope * (rows - ref)
+            fig.add_trace(go.Scatter(x=xs, y=rows, mode="lines", line=dict(color="#009e73", width=2, dash="dot"),
+                                     name="track border", legendgroup="tracks", showlegend=(i == 0 and side == "left"),
+                                     hovertemplate=f"track {i + 1} {side} border<extra></extra>"))
+    if table is not None and len(table):
+        sel = table[(table["row"] >= row0) & (table["row"] < row0 + h_full)]
+        for cls, name in ((CURVE1, "curve1"), (CURVE2, "curve2")):
+            col = f"{name}_x"
+            if col not in sel.columns:
+                continue
+            pts = sel[["row", col]].dropna()
+            if len(pts) > max_points:
+                pts = pts.iloc[:: int(np.ceil(len(pts) / max_points))]
+            fig.add_trace(go.Scatter(x=pts[col], y=pts["row"], mode="markers", name=f"traced {name}",
+                                       marker=dict(color=CLASS_COLORS[cls], size=3),
+                                       hovertemplate="row %{y}, x %{x:.1f}<extra>" + name + "</extra>"))
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", y=-0.04, x=0))
+    return fig
+
+
+def curves_frame(log) -> tuple[Any, str, str]:
+    """The digitised curves as a long table for plotting: (frame, y label, x label).
+
+    Calibrated logs give values (or track fractions where a track has no
+    value scale) at a regular depth step; uncalibrated ones give the track
+    fraction (0 = left border, 1 = right; wraps go beyond) against image row.
+    """
+    import pandas as pd
+
+    rows = []
+    if getattr(log, "depth", None) is not None:
+        curves = log.curves()
+        names = log.names()
+        for ti, pair in enumerate(names):
+            for ci, nm in enumerate(pair):
+                if nm.mnemonic in curves.columns:
+                    rows.append(pd.DataFrame({"y": curves["DEPT"], "x": curves[nm.mnemonic], "track": ti + 1,
+                                              "curve": ("curve1", "curve2")[ci], "name": nm.mnemonic}))
+        unit = log.depth.unit
+        y_label = f"depth ({unit})"
+        x_label = "value" if log.calibration is not None and log.calibration.scales else "track fraction"
+    else:
+        table = log.table
+        for ti, t in enumerate(log.tracks):
+            sub = table[table["track"] == ti]
+            for name in ("curve1", "curve2"):
+                frac = t.frac(sub["row"].to_numpy(), sub[f"{name}_xu"].to_numpy())
+                rows.append(pd.DataFrame({"y": sub["row"], "x": frac, "track": ti + 1, "curve": name,
+                                          "name": f"T{ti + 1} {name}"}))
+        y_label, x_label = "row (px)", "track fraction"
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["y", "x", "track", "curve", "name"])
+    return frame, y_label, x_label
+
+
+def curves_figure(log, height: int = 620):
+    """Digitised curves against depth (or row), one panel per track, in the class colours."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    frame, y_label, x_label = curves_frame(log)
+    n = max(1, len(getattr(log, "tracks", [])) or int(frame["track"].max() if len(frame) else 1))
+    fig = make_subplots(rows=1, cols=n, shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[f"track {i + 1}" for i in range(n)])
+    colors = {"curve1": CLASS_COLORS[CURVE1], "curve2": CLASS_COLORS[CURVE2]}
+    dashes = {"curve1": "solid", "curve2": "dash"}
+    for (track, curve, name), sub in frame.groupby(["track", "curve", "name"], sort=True):
+        fig.add_trace(go.Scatter(x=sub["x"], y=sub["y"], mode="lines", name=str(name),
+                                   line=dict(color=colors[curve], dash=dashes[curve], width=1.5),
+                                   connectgaps=False), row=1, col=int(track))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(title_text=y_label, row=1, col=1)
+    fig.update_xaxes(nticks=4)
+    fig.update_xaxes(title_text=x_label, row=1, col=1)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.12))
+    return fig
+
+
+def calibration_defaults(meta: Mapping | None, height: int) -> dict:
+    """Starting values for the calibration form: from a synthetic sample's truth, else empty.
+
+    Returns {"depth_points": "ROW:DEPTH, ROW:DEPTH" or "", "unit": "ft"|"m",
+    "scales": [{"left", "right", "scale"} per track], "tracks": [(x0, x1) ...]}.
+    """
+    out: dict[str, Any] = {"depth_points": "", "unit": "ft", "scales": [], "tracks": []}
+    if not meta:
+        return out
+    depth = meta.get("depth") if isinstance(meta.get("depth"), Mapping) else None
+    if depth and _num(depth.get("rows_per_unit")):
+        r0, d0, k = float(depth.get("top_row", 0.0)), float(depth["top_depth"]), float(depth["rows_per_unit"])
+        r1 = float(height - 1)
+        out["depth_points"] = f"{r0:g}:{d0:g}, {r1:g}:{d0 + (r1 - r0) / k:.6g}"
+        out["unit"] = str(depth.get("unit", "ft"))
+    for t in meta.get("tracks") or []:
+        if isinstance(t, Mapping) and {"left", "right"} <= set(t):
+            out["scales"].append({"left": float(t["left"]), "right": float(t["right"]),
+                                  "scale": str(t.get("scale", "linear"))})
+            out["tracks"].append((float(t["x0"]), float(t["x1"])))
+    return out
+
+
+CURVE_SCORE_COLUMNS = (("median_px", "median error (px)"), ("p95_px", "95th pct error (px)"),
+                       ("within3", "rows within 3 px"), ("missed", "rows missed"), ("spurious", "rows spurious"),
+                       ("wrap_share", "wrap-arounds followed"), ("mae", "MAE (value units)"), ("r2", "R²"))
+
+
+def flatten_scores(scores: Mapping) -> list[dict]:
+    """veer.digitize.score_curves output as table rows, one per curve class."""
+    rows = []
+    for name in ("curve1", "curve2"):
+        s = scores.get(name)
+        if not isinstance(s, Mapping):
+            continue
+        row: dict[str, Any] = {"curve": name}
+        for key, label in CURVE_SCORE_COLUMNS:
+            row[label] = _num(s.get(key))
+        rows.append(row)
+    return rows
+
+
+def las_text(log) -> str:
+    """A calibrated digitised log as LAS 2.0 text (veer.digitize.to_las)."""
+    import io as _io
+
+    from veer.digitize import to_las
+
+    buf = _io.StringIO()
+    to_las(log).write(buf, version=2.0, wrap=False, fmt="%.6g")
+    return buf.getvalue()
+
+
+def curves_csv(log) -> bytes:
+    """The digitised per-row table as CSV bytes (the columns veer.digitize.write_csv writes)."""
+    from veer.digitize import csv_columns
+
+    table = log.table
+    return table[csv_columns(table)].to_csv(index=False, float_format="%.6g", na_rep="").encode("utf-8")
 
 
 # ---------------------------------------------------------------------------
@@ -568,15 +736,37 @@ def error_counts_frame(counts: Mapping[str, Mapping[str, int]]):
     return pd.DataFrame(rows)
 
 
-def styled(frame, digits: int = 3):
-    """A table for display: floats to ``digits`` places, missing values blank, integers with separators."""
-    floats = [c for c in frame.columns if frame[c].dtype.kind == "f" or frame[c].map(
-        lambda v: isinstance(v, float)).any()]
-    fmt = {c: f"{{:.{digits}f}}" for c in floats}
-    ints = [c for c in frame.columns if c not in floats and frame[c].map(
-        lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)).any()]
-    fmt.update({c: "{:,.0f}" for c in ints})
-    return frame.style.format(fmt, na_rep="")
+def display_table(frame, digits: int = 3):
+    """A table for ``st.dataframe``: numbers as right-aligned text, missing values as a dash.
+
+    Returns ``(frame, column_config)``. Scores get ``digits`` decimals, counts
+    thousands separators. (Streamlit draws a missing number as "None"; a dash
+    reads better in a table of scores.) Download the original frame, not this.
+    """
+    import pandas as pd
+
+    out = frame.copy()
+    config: dict[str, dict] = {}
+    for c in frame.columns:
+        col = frame[c]
+        is_num = col.map(lambda v: isinstance(v, (int, float, np.integer, np.floating))
+                         and not isinstance(v, bool)).any()
+        if not is_num:
+            continue
+        values = pd.to_numeric(col, errors="coerce")
+        finite = values.dropna()
+        counts = bool(len(finite)) and finite.abs().max() >= 2 and bool((finite % 1 == 0).all())
+        out[c] = [("–" if pd.isna(v) else (f"{v:,.0f}" if counts else f"{v:.{digits}f}")) for v in values]
+        config[str(c)] = {"alignment": "right"}
+    return out, config
+
+
+def show_table(container, frame, **kwargs):
+    """Show ``frame`` with :func:`display_table` in a Streamlit container (``st`` or a column)."""
+    table, config = display_table(frame)
+    kwargs.setdefault("hide_index", True)
+    kwargs.setdefault("width", "stretch")
+    return container.dataframe(table, column_config=config, **kwargs)
 
 
 def frame_csv(frame) -> bytes:
@@ -634,20 +824,29 @@ def comparison_frame(sources: Mapping[str, Mapping[str, Mapping[str, float | Non
     return pd.DataFrame(rows, columns=["class", "source", "metric", "value"])
 
 
-def means_frame(sources: Mapping[str, Mapping[str, Mapping[str, float | None]]]):
-    """Both averages per source: over 3 classes (with background) and over the curves only."""
+def means_frame(sources: Mapping[str, Mapping[str, Mapping[str, float | None]]],
+                archive_masks: Sequence[float] = ()):
+    """Both averages per source: over 3 classes (with background) and over the curves only.
+
+    ``archive_masks`` (the archive's three separate-mask F1s, classes not
+    stated) adds a row with their plain mean in the 3-class F1 column.
+    """
     import pandas as pd
 
+    metric_names = {"f1": "F1", "iou": "IoU"}
     rows = []
     for source, per in sources.items():
         row: dict[str, Any] = {"source": source}
         for metric in ("f1", "iou"):
             for label, names in (("3 classes", CLASS_NAMES), ("curves only", ("curve1", "curve2"))):
                 vals = [_num((per.get(n) or {}).get(metric)) for n in names]
-                row[f"{metric.upper()} mean, {label}"] = (float(np.mean(vals)) if all(v is not None for v in vals)
-                                                         else None)
+                row[f"{metric_names[metric]} mean, {label}"] = (float(np.mean(vals)) if all(v is not None for v in vals)
+                                                        else None)
         rows.append(row)
-    return pd.DataFrame(rows)
+    if len(archive_masks):
+        rows.append({"source": "archive separate (3 masks)", "F1 mean, 3 classes": float(np.mean(archive_masks))})
+    return pd.DataFrame(rows, columns=["source", "F1 mean, 3 classes", "F1 mean, curves only",
+                                       "IoU mean, 3 classes", "IoU mean, curves only"])
 
 
 def samples_frame(report: Mapping | None):
@@ -718,6 +917,7 @@ def history_figure(rows: Sequence[Mapping], title: str = ""):
         fig.add_trace(go.Scatter(x=x, y=frame["val_macro_f1"], name="macro F1", mode="lines+markers",
                                  line=dict(color="#222", dash="dash"), marker=dict(size=4)), row=1, col=2)
     colors = dict(CLASS_COLORS_BY_NAME)
+    colors["background"] = "#9e9e9e"  # the legend's light grey is too faint for a line
     colors["target"] = VERDICT_COLOR
     for col_i, metric in ((2, "f1"), (3, "iou")):
         for name, col in _score_columns(frame, metric).items():
@@ -1026,14 +1226,20 @@ class ResultCache:
             self._items.clear()
 
 
-def _nbytes(value) -> int:
+def _nbytes(value, depth: int = 0) -> int:
+    """Rough memory of a stored result: its arrays and tables (nested dicts included)."""
+    if isinstance(value, np.ndarray):
+        return max(value.nbytes, 1)
     total = 0
+    if depth < 3 and isinstance(value, Mapping):
+        total += sum(_nbytes(v, depth + 1) for v in value.values())
     for attr in ("labels", "probs", "conflict"):
         arr = getattr(value, attr, None)
         if isinstance(arr, np.ndarray):
             total += arr.nbytes
-    if isinstance(value, np.ndarray):
-        total += value.nbytes
+    table = getattr(value, "table", None)
+    if table is not None and hasattr(table, "memory_usage"):
+        total += int(table.memory_usage(deep=False).sum())
     return max(total, 1)
 
 
