@@ -68,6 +68,7 @@ DEFAULT_OVERLAP = 0.125
 DEFAULT_BAND_ROWS = 1024
 DEFAULT_BATCH = {"cpu": 4, "cuda": 16, "mps": 4}
 PROBS_DTYPES = ("float32", "float16", "uint8")
+DEFAULT_CPU_WORKERS = 2  # threads that each run part of a batch through the network on CPU
 
 ProgressFn = Callable[[int, int], None]
 
@@ -257,6 +258,21 @@ def set_max_concurrent(n: int) -> None:
     _GATE.set_limit(n)
 
 
+_POOLS: dict[int, Any] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _worker_pool(n: int):
+    """A process-wide pool of ``n`` threads for running batch chunks through the network."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _POOLS_LOCK:
+        pool = _POOLS.get(n)
+        if pool is None:
+            pool = _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="veer-infer")
+        return pool
+
+
 # --------------------------------------------------------------------------- the segmenter
 
 
@@ -290,7 +306,7 @@ class Segmenter:
     def __init__(self, mode: str = "joint", device: Any = "auto", models_dir: Any = None, *,
                  tile: int | tuple[int, int] = DEFAULT_TILE, overlap: float = DEFAULT_OVERLAP,
                  batch_size: int | None = None, band_rows: int = DEFAULT_BAND_ROWS,
-                 channels_last: bool = True, threshold: float = 0.5,
+                 channels_last: bool = True, threshold: float = 0.5, workers: int | None = None,
                  _models: Sequence[Any] | None = None, _cards: Sequence[dict] | None = None) -> None:
         import torch
 
@@ -320,6 +336,9 @@ class Segmenter:
         self.overlap = float(overlap)
         self.batch_size = max(1, int(batch_size or DEFAULT_BATCH.get(self.device.type, 2)))
         self.band_rows = max(1, int(band_rows))
+        if workers is None:
+            workers = min(DEFAULT_CPU_WORKERS, os.cpu_count() or 1) if self.device.type == "cpu" else 1
+        self.workers = max(1, int(workers))
         self.channels_last = bool(channels_last)
         self.threshold = float(threshold)
         self.align = max(int(getattr(m, "stride", 16) or 16) for m in self.models)
@@ -375,6 +394,13 @@ class Segmenter:
             if o.shape[1] != 1:
                 raise ConfigError(f"a binary model must give 1 channel, one gave {o.shape[1]}")
         return torch.sigmoid(torch.cat([o.float() for o in outs], dim=1))
+
+    def _probabilities_inference(self, x):
+        """:meth:`_probabilities` in a worker thread (inference mode is per thread)."""
+        import torch
+
+        with torch.inference_mode():
+            return self._probabilities(x)
 
     # ---- segmentation
 
@@ -476,7 +502,11 @@ class Segmenter:
             x_in = x_in.to(torch.float32).div_(255.0)
             if self.channels_last and dev.type in ("cpu", "cuda"):
                 x_in = x_in.contiguous(memory_format=torch.channels_last)
-            p = self._probabilities(x_in)
+            if self.workers > 1 and len(batch) > 1:
+                chunks = torch.tensor_split(x_in, min(self.workers, len(batch)))
+                p = torch.cat(list(_worker_pool(self.workers).map(self._probabilities_inference, chunks)))
+            else:
+                p = self._probabilities(x_in)
             p = p * weight
             for i, (y, x) in enumerate(batch):
                 r = y - base
