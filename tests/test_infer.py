@@ -437,3 +437,11 @@ def test_segment_cli_page_out_of_range_is_one_line(tmp_path, models_folder, caps
                  "--models", str(models_folder), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1 and "s.png" in err and "page 3" in err and "Traceback" not in err
+
+
+def test_cpu_worker_threads_give_the_same_result_as_one(rng):
+    img = rng.integers(0, 256, size=(140, 130), dtype=np.uint8)
+    one = seg_for(LocalNet(), batch_size=4, workers=1).segment(img, return_probs=True)
+    two = seg_for(LocalNet(), batch_size=4, workers=2).segment(img, return_probs=True)
+    assert np.abs(one.probs - two.probs).max() < 1e-6
+    assert np.array_equal(one.labels, two.labels)

@@ -174,8 +174,10 @@ def _child_engine(opts: dict) -> dict:
     t0 = time.perf_counter()
     scan = read_scan(opts["image"], max_pixels=10**9)
     read_s = time.perf_counter() - t0
+    cpu0 = time.process_time()
     res = seg.segment(scan.gray)
     _sync(seg.device)
+    cpu_s = time.process_time() - cpu0
     t1 = time.perf_counter()
     write_mask(opts["out_mask"], res.labels)
     write_s = time.perf_counter() - t1
@@ -185,7 +187,7 @@ def _child_engine(opts: dict) -> dict:
         "tiles": plan.n_tiles, "tile": [plan.tile_h, plan.tile_w], "max_tile": list(seg.tile),
         "overlap": seg.overlap, "batch": seg.batch_size, "band_rows": seg.band_rows,
         "compute_factor": plan.compute_factor, "model_load_s": load_s, "read_s": read_s,
-        "segment_s": res.seconds, "write_s": write_s,
+        "segment_s": res.seconds, "segment_cpu_s": cpu_s, "write_s": write_s,
         "end_to_end_s": read_s + res.seconds + write_s,
         "peak_rss_mb": _peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
         "gmac_per_mpx": gmac, "matmul_gflops": peak_mm,
@@ -376,7 +378,9 @@ def table(fig: dict) -> str:
                        f"{seg['compute_factor']:.2f} px computed per image px"),
             ("model load", f"{seg['model_load_s']:.2f} s"),
             ("read PNG", f"{seg['read_s']:.2f} s"),
-            ("segment", f"{seg['segment_s']:.2f} s ({seg['segment_mpx_per_s']:.2f} Mpx/s)"),
+            ("segment", f"{seg['segment_s']:.2f} s ({seg['segment_mpx_per_s']:.2f} Mpx/s)"
+                        + (f"; used {seg['segment_cpu_s']:.1f} CPU-s, {seg['segment_cpu_s'] / seg['segment_s']:.2f} "
+                           f"of {os.cpu_count()} cores" if seg.get("segment_cpu_s") else "")),
             ("write mask PNG", f"{seg['write_s']:.2f} s"),
             ("end to end", f"{seg['end_to_end_s']:.2f} s ({seg['mpx_per_s']:.2f} Mpx/s)"
                            + (_mark(seg['end_to_end_s'] <= TARGETS['end_to_end_s']) if full

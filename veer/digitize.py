@@ -445,27 +445,30 @@ def _half_width(lengths: np.ndarray) -> float:
     return max(0.5, (float(np.percentile(lengths, 20)) - 1.0) / 2.0)
 
 
-def _stroke_half_width(ink: np.ndarray, r: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+def _stroke_half_width(ink: np.ndarray, lab: np.ndarray, ids: np.ndarray, solid: bool) -> float:
     """Half the pen width: the typical ridge height of the ink's distance transform, less 1/2 px.
 
     On the path of a stroke of half-width hw the nearest paper pixel is
-    hw + 0..1 px away, whatever the stroke's direction.
+    hw + 0..1 px away, whatever the stroke's direction. A continuous trace
+    uses the lower quartile of the per-row ridge (zigzags that merge legs
+    only raise it); a broken one the median of its pieces' ridges (the rows
+    at a dash's or dot's ends are thinner).
     """
     from scipy import ndimage
 
-    if r.size == 0:
+    rows = np.flatnonzero(ink.any(axis=1))
+    if rows.size == 0:
         return 0.5
-    rows = np.unique(r)
-    if rows.size > 4000:
-        rows = rows[:: rows.size // 4000 + 1]
     lo, hi = int(rows.min()), int(rows.max()) + 1
-    sub = ink[lo:hi]
-    dt = ndimage.distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1]
-    ridge = dt[rows - lo].max(axis=1)
-    ridge = ridge[ridge > 0]
-    if ridge.size == 0:
-        return 0.5
-    return max(0.5, float(np.percentile(ridge, 25)) - 0.5)
+    dt = ndimage.distance_transform_edt(np.pad(ink[lo:hi], 1))[1:-1, 1:-1]
+    if solid:
+        ridge = dt[rows - lo].max(axis=1)
+        level = float(np.percentile(ridge, 25))
+    else:
+        ridge = np.asarray(ndimage.maximum(dt, lab[lo:hi], ids), np.float64)
+        ridge = ridge[np.isfinite(ridge) & (ridge > 0)]
+        level = float(np.percentile(ridge, 35)) if ridge.size else 1.0
+    return max(0.5, level - 0.5)
 
 
 def _disc(radius: float) -> np.ndarray:
@@ -519,7 +522,9 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     ink = chosen[p.lab]
     sel = chosen[p.run_piece + 1]
     fr, fa, fb, fp = p.run_row[sel], p.run_a[sel], p.run_b[sel], p.run_piece[sel] + 1
-    hw = _stroke_half_width(ink, fr, fa, fb)
+    ink_rows = np.unique(fr)
+    solid = ink_rows.size >= SOLID_SHARE * (ink_rows[-1] - ink_rows[0] + 1)
+    hw = _stroke_half_width(ink, p.lab, ids, solid)
     core = _core(ink, hw, p.lab) if USE_CORE else ink
     r, ca, cb = _row_runs(core)
     cp = p.lab[r, ca]
@@ -581,8 +586,6 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
         miss = ~np.isfinite(A)
         A[miss], B[miss] = a[miss] - hw, b[miss] + hw
     c = _row_centres(rows, a, b, A, B, seg, wr * width + col0, core, hw)
-    span_rows = rows[-1] - rows[0] + 1
-    solid = rows.size >= SOLID_SHARE * span_rows
     if prm.fit_iters > 0 and (solid or FIT_BROKEN):
         # near-horizontal rows: fit the pen path to the ink (see _fit_path)
         shift_r = wr * width + col0
