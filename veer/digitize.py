@@ -58,11 +58,13 @@ from veer.classes import CURVE1, CURVE2, IGNORE
 from veer.errors import ConfigError, MaskError, VeerError
 
 CURVES = ("curve1", "curve2")
+_DEBUG: dict = {}
 TIP_MARGIN = 1e9
 REFLECT = False
 USE_CORE = True
 SOLID_SHARE = 0.9
 FIT_BROKEN = True
+DOTS = True
 CURVE_CLASSES = {"curve1": CURVE1, "curve2": CURVE2}
 LAS_NULL = -999.25
 DEPTH_UNITS = {"ft": "F", "m": "M"}
@@ -195,68 +197,143 @@ def estimate_skew(dark: np.ndarray, max_deg: float = 3.0) -> float:
     return float(best) if abs(best) > 1e-5 else 0.0
 
 
-def _vertical_lines(profile: np.ndarray, level: float) -> list[tuple[int, int, float]]:
-    """Runs of columns with ``profile >= level``: (first, last, weight = summed profile)."""
+def _lines_1d(profile: np.ndarray, level: float) -> list[tuple[float, float, int, int]]:
+    """Runs of ``profile >= level``: (centre, mass = summed profile, first, last)."""
     on = profile >= level
     pad = np.concatenate([[False], on, [False]]).astype(np.int8)
     d = np.diff(pad)
     starts, ends = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0] - 1
-    return [(int(a), int(b), float(profile[a:b + 1].sum())) for a, b in zip(starts, ends)]
+    out = []
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        w = profile[a:b + 1]
+        out.append((float(np.dot(np.arange(a, b + 1), w) / w.sum()), float(w.sum()), a, b))
+    return out
 
 
-def find_tracks(gray: np.ndarray, *, min_width: int | None = None, max_skew_deg: float = 3.0,
-                dark_threshold: float | None = None) -> list[Track]:
+def _shear(dark: np.ndarray, slope: float, block: int = 32) -> tuple[np.ndarray, int]:
+    """Shift column blocks up/down so horizontal lines of a skewed scan lie along rows."""
+    h, w = dark.shape
+    xc = (w - 1) / 2.0
+    pad = int(math.ceil(abs(slope) * w / 2.0)) + 1
+    out = np.zeros((h + 2 * pad, w), dark.dtype)
+    for c0 in range(0, w, block):
+        c1 = min(w, c0 + block)
+        sh = int(round(slope * ((c0 + c1 - 1) / 2.0 - xc)))
+        out[pad + sh:pad + sh + h, c0:c1] = dark[:, c0:c1]
+    return out, pad
+
+
+def find_tracks(gray: np.ndarray, *, min_width: int | None = None, max_skew_deg: float = 2.0) -> list[Track]:
     """The tracks (plotting areas) of a log scan, left to right.
 
-    Long vertical lines are found in the column profile of dark pixels (after
-    undoing page skew). The heaviest of them are the track borders; a track
-    is the space between two neighbouring borders that is wide enough
-    (``min_width``, default 6 % of the image width) and holds vertical grid
-    lines or is at least twice as wide as the narrowest candidate (the depth
-    column between tracks has no vertical grid). Returns :class:`Track`
-    objects whose x0/x1 are the inner edges of the borders at mid-height.
+    1. Skew: the shear that makes long vertical lines sharpest.
+    2. Horizontal depth grid lines (rows much darker than their neighbours)
+       give the log's extent and, column by column, how strongly the lines
+       are drawn there: inside a track they are, in the depth column and the
+       margins they are not (only ticks and numbers).
+    3. Vertical lines over the log rows: the heaviest are border candidates.
+       Two neighbouring candidates bound a track when the depth lines run
+       between them and the space is wide enough (``min_width``, default 6 %
+       of the image width). A candidate between two such spaces is a shared
+       border only if it is about as heavy as the borders next to the depth
+       column and the margins; otherwise it is a heavy grid line inside one
+       track and the spaces merge.
+
+    Returns :class:`Track` objects whose x0/x1 are the centres of the border
+    lines at mid-height (the scale's end points), and ``slope`` the skew.
     """
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.size == 0:
         raise ConfigError(f"find_tracks needs a grayscale image, got shape {gray.shape}")
     h, w = gray.shape
-    thr = _dark_threshold(gray) if dark_threshold is None else float(dark_threshold)
-    dark = gray < thr
-    slope = estimate_skew(dark, max_skew_deg)
-    # deskewed column profile: share of rows in which each (sheared) column is dark
-    step = max(1, h // 4000)
-    rr, cc = np.nonzero(dark[::step])
-    rr = rr.astype(np.float64) * step
+    thr = _dark_threshold(gray)
+    slope = estimate_skew(gray < thr, max_skew_deg)
     row_ref = (h - 1) / 2.0
-    x = np.rint(cc - slope * (rr - row_ref)).astype(np.int64)
-    pad = int(abs(slope) * h) + 2
-    hist = np.bincount(x + pad, minlength=w + 2 * pad).astype(np.float64)
-    profile = hist / max(1, len(range(0, h, step)))
-    peak = float(profile.max()) if profile.size else 0.0
-    if peak < 0.2:
+    dark = (255 - gray).astype(np.float32)
+    # -- horizontal lines (sheared so they lie along rows)
+    sh, pad = _shear(dark, slope)
+    prof = sh.mean(axis=1)
+    from scipy import ndimage
+
+    base = ndimage.median_filter(prof, size=41, mode="nearest")
+    det = prof - base
+    peak = float(np.percentile(det, 99.5)) if det.size else 0.0
+    hrows = det > max(2.0, 0.25 * peak)
+    rows_idx = np.flatnonzero(hrows)
+    if rows_idx.size < 5:
+        log_rows = slice(0, h)
+        cover = None
+    else:
+        near = ndimage.binary_dilation(hrows, iterations=4) & ~ndimage.binary_dilation(hrows, iterations=1)
+        cover = sh[hrows].mean(axis=0) - sh[near].mean(axis=0)
+        _DEBUG["cover"] = cover
+        top, bot = rows_idx[0] - pad, rows_idx[-1] - pad
+        log_rows = slice(int(max(0, top)), int(min(h, bot + 1)))
+    # -- vertical lines over the log rows (sheared the other way: shift rows by slope)
+    sub = gray[log_rows] < thr
+    rr, cc = np.nonzero(sub[:: max(1, sub.shape[0] // 4000)])
+    step = max(1, sub.shape[0] // 4000)
+    rr = rr.astype(np.float64) * step + (log_rows.start or 0)
+    xpad = int(abs(slope) * h) + 2
+    xs = np.rint(cc - slope * (rr - row_ref)).astype(np.int64) + xpad
+    n_rows = max(1, len(range(0, sub.shape[0], step)))
+    vprof = np.bincount(xs, minlength=w + 2 * xpad).astype(np.float64) / n_rows
+    if vprof.max(initial=0) < 0.3:
         return []
-    lines = _vertical_lines(profile, max(0.35 * peak, 0.15))
+    # how dark each (sheared) column is over the log, above its surroundings: borders are
+    # printed in black, grid lines usually lighter
+    gr, gc = np.mgrid[log_rows.start or 0:log_rows.stop:step, 0:w]
+    gx = np.rint(gc - slope * (gr - row_ref)).astype(np.int64) + xpad
+    dsum = np.bincount(gx.ravel(), weights=dark[gr, gc].ravel(), minlength=w + 2 * xpad)
+    dcnt = np.bincount(gx.ravel(), minlength=w + 2 * xpad)
+    dprof = dsum / np.maximum(dcnt, 1)
+    dprof = np.maximum(dprof - ndimage.median_filter(dprof, size=41, mode="nearest"), 0.0)
+    max_w = max(10, int(0.012 * w))
+    lines = [(c, float(dprof[a:b + 1].sum()), a, b) for c, _, a, b in _lines_1d(vprof, 0.3 * float(vprof.max()))
+             if b - a + 1 <= max_w]
     if len(lines) < 2:
         return []
-    weights = np.array([ln[2] for ln in lines])
-    heavy_level = max(0.55 * weights.max(), 1.6 * float(np.median(weights)) if len(lines) > 4 else 0.0)
-    heavy = [ln for ln in lines if ln[2] >= heavy_level]
-    if len(heavy) < 2:
-        heavy = sorted(lines, key=lambda ln: -ln[2])[:2]
-        heavy.sort()
-    min_w = int(min_width if min_width is not None else max(20, 0.06 * w))
-    cands = []
-    for left, right in zip(heavy[:-1], heavy[1:]):
-        x0, x1 = left[1] + 1, right[0] - 1      # inner edges (sheared coordinates)
-        if x1 - x0 < min_w:
-            continue
-        grid = [ln for ln in lines if ln[0] > x0 and ln[1] < x1]
-        cands.append((x0, x1, len(grid)))
-    if not cands:
+    masses = np.array([m for _, m, _, _ in lines])
+    cands = [ln for ln in lines if ln[1] >= 0.3 * masses.max()]
+    if len(cands) < 2:
         return []
-    narrow = min(c[1] - c[0] for c in cands)
-    tracks = [Track(float(x0 - pad), float(x1 - pad), slope, row_ref)
-              for x0, x1, n_grid in cands if n_grid > 0 or (x1 - x0) >= 2 * narrow]
+    min_w = float(min_width if min_width is not None else max(20.0, 0.06 * w))
+
+    def covered(a: float, b: float) -> float:
+        """Share of the columns between two lines where depth lines are drawn."""
+        if cover is None:
+            return 1.0
+        lo, hi = int(a - xpad) + 4, int(b - xpad) - 4
+        lo, hi = max(lo, 0), min(hi, w - 1)
+        if hi <= lo:
+            return 0.0
+        seg = cover[lo:hi + 1]
+        ref = float(np.percentile(cover, 90))
+        return float(np.mean(seg > 0.35 * ref)) if ref > 0 else 0.0
+
+    spaces = []
+    for left, right in zip(cands[:-1], cands[1:]):
+        width = right[0] - left[0]
+        spaces.append(width >= min_w and covered(left[0], right[0]) >= 0.6)
+    # reference border weight: candidates next to a space that is not a track
+    ref_m = [cands[i][1] for i in range(len(cands))
+             if (i == 0 or not spaces[i - 1]) or (i == len(cands) - 1 or not spaces[i])]
+    border_m = float(np.median(ref_m)) if ref_m else float(masses.max())
+    tracks: list[Track] = []
+    start = None
+    for i, is_track in enumerate(spaces):
+        if not is_track:
+            start = None
+            continue
+        if start is None:
+            start = i
+        nxt_is_track = i + 1 < len(spaces) and spaces[i + 1]
+        shared = nxt_is_track and cands[i + 1][1] >= 0.75 * border_m
+        if nxt_is_track and not shared:
+            continue                          # a heavy grid line: the track goes on
+        x0, x1 = cands[start][0] - xpad, cands[i + 1][0] - xpad
+        tracks.append(Track(float(x0), float(x1), slope, row_ref))
+        start = None
     return tracks
 
 
@@ -499,6 +576,34 @@ def _core(ink: np.ndarray, hw: float, lab: np.ndarray) -> np.ndarray:
     return core
 
 
+def _dots_to_points(r, ca, cb, cp, fr, fa, fb, fp, hw: float):
+    """A dot (a piece about one pen-width across) is one point of the path: its ink centroid.
+
+    The rows above and below a dot's centre show the round pen, centred on the
+    dot, not the path's course; the dot is replaced by its centroid, at the
+    nearest row, and the rows around it are left to the gap bridging.
+    """
+    size = 2.0 * hw + 3.0
+    n = int(max(fp.max(initial=0), cp.max(initial=0))) + 1
+    top = np.full(n, np.inf); bot = np.full(n, -np.inf)
+    lo = np.full(n, np.inf); hi = np.full(n, -np.inf)
+    np.minimum.at(top, fp, fr); np.maximum.at(bot, fp, fr)
+    np.minimum.at(lo, fp, fa); np.maximum.at(hi, fp, fb)
+    dot = (bot - top + 1 <= size) & (hi - lo + 1 <= size)
+    if not dot.any():
+        return r, ca, cb, cp
+    w = (fb - fa + 1).astype(np.float64)
+    tot = np.bincount(fp, weights=w, minlength=n)
+    cx = np.bincount(fp, weights=w * (fa + fb) / 2.0, minlength=n)
+    cy = np.bincount(fp, weights=w * fr, minlength=n)
+    ids = np.flatnonzero(dot & (tot > 0))
+    keep = ~dot[cp]
+    return (np.r_[r[keep], np.rint(cy[ids] / tot[ids]).astype(r.dtype)],
+            np.r_[ca[keep].astype(np.float64), cx[ids] / tot[ids]],
+            np.r_[cb[keep].astype(np.float64), cx[ids] / tot[ids]],
+            np.r_[cp[keep], ids])
+
+
 def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Trace one curve in one track band (rows x band columns) -> (x, xu) per row (NaN: none)."""
@@ -528,6 +633,8 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     core = _core(ink, hw, p.lab) if USE_CORE else ink
     r, ca, cb = _row_runs(core)
     cp = p.lab[r, ca]
+    if DOTS:
+        r, ca, cb, cp = _dots_to_points(r, ca, cb, cp, fr, fa, fb, fp, hw)
     shift = wrap_lut[cp] * width + col0
     ua = ca + shift
     ub = cb + shift

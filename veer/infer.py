@@ -57,7 +57,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -66,7 +66,7 @@ import numpy as np
 from veer.errors import ConfigError, ImageReadError, VeerError
 
 MODES = ("joint", "separate")
-DEFAULT_TILE = 512
+DEFAULT_TILE = 768
 DEFAULT_OVERLAP = 0.125
 DEFAULT_BAND_ROWS = 1024
 DEFAULT_BATCH = {"cpu": 4, "cuda": 16, "mps": 4}
