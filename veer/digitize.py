@@ -223,114 +223,147 @@ def _shear(dark: np.ndarray, slope: float, block: int = 32) -> tuple[np.ndarray,
     return out, pad
 
 
-def find_tracks(gray: np.ndarray, *, min_width: int | None = None, max_skew_deg: float = 2.0) -> list[Track]:
+def _grid_score(peaks: list[float], a: float, b: float) -> float:
+    """How well the line peaks between a and b form a track grid (recall x precision).
+
+    Tried: linear grids of 3..25 divisions and logarithmic grids of 1..5
+    decades (lines at log10 of 2..9 within each decade, decade lines between).
+    """
+    if len(peaks) < 2:
+        return 0.0
+    width = b - a
+    tol = max(2.0, 0.01 * width)
+    pk = np.asarray(peaks)
+    best = 0.0
+    models = [np.arange(1, n) / n for n in range(3, 26)]
+    for d in range(1, 6):
+        f = np.array([(j + math.log10(k)) / d for j in range(d) for k in range(1, 10)])
+        models.append(f[f > 0])
+    for f in models:
+        exp = a + f * width
+        # lines closer than the tolerance to the next line or border cannot be told apart
+        gaps = np.diff(np.r_[a, exp, b])
+        exp = exp[(gaps[:-1] >= 2 * tol + 1.0) & (gaps[1:] >= 2 * tol + 1.0)]
+        if exp.size < 2:
+            continue
+        dist = np.abs(exp[:, None] - pk[None, :])
+        recall = float((dist.min(axis=1) <= tol).mean())          # expected lines that are there
+        precision = float((dist.min(axis=0) <= tol).mean())       # peaks the grid explains
+        best = max(best, recall * precision)
+    return best
+
+
+def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width: int | None = None,
+                max_skew_deg: float = 2.0) -> list[Track]:
     """The tracks (plotting areas) of a log scan, left to right.
 
     1. Skew: the shear that makes long vertical lines sharpest.
-    2. Horizontal depth grid lines (rows much darker than their neighbours)
-       give the log's extent and, column by column, how strongly the lines
-       are drawn there: inside a track they are, in the depth column and the
-       margins they are not (only ticks and numbers).
-    3. Vertical lines over the log rows: the heaviest are border candidates.
-       Two neighbouring candidates bound a track when the depth lines run
-       between them and the space is wide enough (``min_width``, default 6 %
-       of the image width). A candidate between two such spaces is a shared
-       border only if it is about as heavy as the borders next to the depth
-       column and the margins; otherwise it is a heavy grid line inside one
-       track and the spaces merge.
+    2. Long vertical lines (columns dark in many rows, at most ~1 % of the
+       width thick) and how dark each is above its surroundings.
+    3. The heaviest lines are border candidates; the space between two
+       neighbouring candidates is a track if it is wide enough (``min_width``,
+       default 6 % of the image width) and holds vertical grid lines (the
+       depth column between tracks holds none, only ticks and numbers). With
+       ``labels`` (the segmentation) a space holding curve pixels is a
+       track; without grid or labels, a space wider than 16 % of the log.
+    4. Neighbouring track spaces are one track split by a heavy grid line
+       (a decade line, the centre line) when they are cells of the same width
+       and both hold a grid, or when the line between them is clearly lighter
+       than the borders of the depth column.
 
     Returns :class:`Track` objects whose x0/x1 are the centres of the border
-    lines at mid-height (the scale's end points), and ``slope`` the skew.
+    lines at mid-height (where the scale's end values are drawn), and
+    ``slope`` the skew (px per row).
     """
+    from scipy import ndimage
+
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.size == 0:
         raise ConfigError(f"find_tracks needs a grayscale image, got shape {gray.shape}")
     h, w = gray.shape
     thr = _dark_threshold(gray)
-    slope = estimate_skew(gray < thr, max_skew_deg)
+    slope = estimate_skew(gray <= thr, max_skew_deg)
     row_ref = (h - 1) / 2.0
-    dark = (255 - gray).astype(np.float32)
-    # -- horizontal lines (sheared so they lie along rows)
-    sh, pad = _shear(dark, slope)
-    prof = sh.mean(axis=1)
-    from scipy import ndimage
-
-    base = ndimage.median_filter(prof, size=41, mode="nearest")
-    det = prof - base
-    peak = float(np.percentile(det, 99.5)) if det.size else 0.0
-    hrows = det > max(2.0, 0.25 * peak)
-    rows_idx = np.flatnonzero(hrows)
-    if rows_idx.size < 5:
-        log_rows = slice(0, h)
-        cover = None
-    else:
-        near = ndimage.binary_dilation(hrows, iterations=4) & ~ndimage.binary_dilation(hrows, iterations=1)
-        cover = sh[hrows].mean(axis=0) - sh[near].mean(axis=0)
-        _DEBUG["cover"] = cover
-        top, bot = rows_idx[0] - pad, rows_idx[-1] - pad
-        log_rows = slice(int(max(0, top)), int(min(h, bot + 1)))
-    # -- vertical lines over the log rows (sheared the other way: shift rows by slope)
-    sub = gray[log_rows] < thr
-    rr, cc = np.nonzero(sub[:: max(1, sub.shape[0] // 4000)])
-    step = max(1, sub.shape[0] // 4000)
-    rr = rr.astype(np.float64) * step + (log_rows.start or 0)
+    step = max(1, h // 4000)
     xpad = int(abs(slope) * h) + 2
-    xs = np.rint(cc - slope * (rr - row_ref)).astype(np.int64) + xpad
-    n_rows = max(1, len(range(0, sub.shape[0], step)))
-    vprof = np.bincount(xs, minlength=w + 2 * xpad).astype(np.float64) / n_rows
-    if vprof.max(initial=0) < 0.3:
-        return []
-    # how dark each (sheared) column is over the log, above its surroundings: borders are
-    # printed in black, grid lines usually lighter
-    gr, gc = np.mgrid[log_rows.start or 0:log_rows.stop:step, 0:w]
-    gx = np.rint(gc - slope * (gr - row_ref)).astype(np.int64) + xpad
-    dsum = np.bincount(gx.ravel(), weights=dark[gr, gc].ravel(), minlength=w + 2 * xpad)
-    dcnt = np.bincount(gx.ravel(), minlength=w + 2 * xpad)
-    dprof = dsum / np.maximum(dcnt, 1)
+    gr, gc = np.mgrid[0:h:step, 0:w]
+    gx = (np.rint(gc - slope * (gr - row_ref)).astype(np.int64) + xpad).ravel()
+    g = gray[gr, gc].ravel()
+    n = w + 2 * xpad
+    cnt = np.maximum(np.bincount(gx, minlength=n), 1)
+    vprof = np.bincount(gx, weights=(g <= thr), minlength=n) / cnt          # share of dark rows
+    dprof = np.bincount(gx, weights=255.0 - g, minlength=n) / cnt          # mean darkness
     dprof = np.maximum(dprof - ndimage.median_filter(dprof, size=41, mode="nearest"), 0.0)
+    # narrow peaks above the local level (hatched intervals and busy curves are broad)
+    vdet = vprof - ndimage.median_filter(vprof, size=41, mode="nearest")
+    if vdet.max(initial=0) < 0.25:
+        return []
     max_w = max(10, int(0.012 * w))
-    lines = [(c, float(dprof[a:b + 1].sum()), a, b) for c, _, a, b in _lines_1d(vprof, 0.3 * float(vprof.max()))
+    lines = [(c, float(dprof[a:b + 1].sum())) for c, _, a, b in _lines_1d(vdet, 0.3 * float(vdet.max()))
              if b - a + 1 <= max_w]
     if len(lines) < 2:
         return []
-    masses = np.array([m for _, m, _, _ in lines])
-    cands = [ln for ln in lines if ln[1] >= 0.3 * masses.max()]
+    top = max(m for _, m in lines)
+    cands = [ln for ln in lines if ln[1] >= 0.3 * top]
     if len(cands) < 2:
         return []
     min_w = float(min_width if min_width is not None else max(20.0, 0.06 * w))
-
-    def covered(a: float, b: float) -> float:
-        """Share of the columns between two lines where depth lines are drawn."""
-        if cover is None:
-            return 1.0
-        lo, hi = int(a - xpad) + 4, int(b - xpad) - 4
-        lo, hi = max(lo, 0), min(hi, w - 1)
-        if hi <= lo:
-            return 0.0
-        seg = cover[lo:hi + 1]
-        ref = float(np.percentile(cover, 90))
-        return float(np.mean(seg > 0.35 * ref)) if ref > 0 else 0.0
-
-    spaces = []
-    for left, right in zip(cands[:-1], cands[1:]):
-        width = right[0] - left[0]
-        spaces.append(width >= min_w and covered(left[0], right[0]) >= 0.6)
-    # reference border weight: candidates next to a space that is not a track
-    ref_m = [cands[i][1] for i in range(len(cands))
-             if (i == 0 or not spaces[i - 1]) or (i == len(cands) - 1 or not spaces[i])]
-    border_m = float(np.median(ref_m)) if ref_m else float(masses.max())
+    # grid lines, however light: narrow peaks of the darkness profile
+    peaks = np.flatnonzero((dprof[1:-1] >= dprof[:-2]) & (dprof[1:-1] > dprof[2:]) &
+                           (dprof[1:-1] >= 0.06 * float(dprof.max()))) + 1
+    inner = []
+    for (a, _), (b, _) in zip(cands[:-1], cands[1:]):
+        inner.append([float(c) for c in peaks if a + 4 < c < b - 4])
+    span = cands[-1][0] - cands[0][0]
+    widths = [b - a for (a, _), (b, _) in zip(cands[:-1], cands[1:])]
+    gridded = [_grid_score(inner[i], cands[i][0], cands[i + 1][0]) >= 0.6 for i in range(len(widths))]
+    bare = [wd for wd, g in zip(widths, gridded) if not g and wd >= min_w]
+    narrow = min(bare) if len(bare) >= 2 else math.inf
+    is_track = []
+    for i, ((a, _), (b, _)) in enumerate(zip(cands[:-1], cands[1:])):
+        if (b - a) < min_w:
+            is_track.append(False)
+            continue
+        ink = None
+        if labels is not None:
+            lo, hi = int(round(a - xpad)) + 3, int(round(b - xpad)) - 3
+            if hi > lo:
+                ink = float(((labels[::step, max(lo, 0):max(hi, 0)] == CURVE1) |
+                             (labels[::step, max(lo, 0):max(hi, 0)] == CURVE2)).any(axis=1).mean())
+        if ink is not None:
+            is_track.append(ink >= 0.05 or gridded[i])
+        else:
+            # no grid drawn (lost in a 1-bit scan, say): the depth column is the narrowest space
+            is_track.append(gridded[i] or (b - a) >= 0.16 * span or (b - a) >= 1.5 * narrow)
+    # a space of a track's width and pattern between two track spaces is a cell of a track
+    for i in range(1, len(is_track) - 1):
+        if not is_track[i] and is_track[i - 1] and is_track[i + 1]:
+            wi = cands[i + 1][0] - cands[i][0]
+            for j in (i - 1, i + 1):
+                wj = cands[j + 1][0] - cands[j][0]
+                if abs(wi - wj) <= 0.03 * wj + 2.0 and _grid_score(inner[i], cands[i][0], cands[i + 1][0]) > 0.2:
+                    is_track[i] = True
+    # borders for sure: those of the depth column (a space that is no track between tracks),
+    # else the outermost ones (drawn a little heavier)
+    ref = [cands[i][1] for i in range(1, len(cands) - 1) if not is_track[i - 1] or not is_track[i]]
+    if not ref:
+        ref = [cands[0][1], cands[-1][1]]
+    border_m = float(np.median(ref))
     tracks: list[Track] = []
     start = None
-    for i, is_track in enumerate(spaces):
-        if not is_track:
+    for i in range(len(is_track)):
+        if not is_track[i]:
             start = None
             continue
         if start is None:
             start = i
-        nxt_is_track = i + 1 < len(spaces) and spaces[i + 1]
-        shared = nxt_is_track and cands[i + 1][1] >= 0.75 * border_m
-        if nxt_is_track and not shared:
-            continue                          # a heavy grid line: the track goes on
+        if i + 1 < len(is_track) and is_track[i + 1]:
+            a, b, c = cands[i][0], cands[i + 1][0], cands[i + 2][0]
+            same_cells = abs((b - a) - (c - b)) <= 0.03 * max(b - a, c - b) + 2.0 and \
+                min(_grid_score(inner[i], a, b), _grid_score(inner[i + 1], b, c)) >= 0.5
+            grid_line = cands[i + 1][1] < 0.7 * border_m or same_cells
+            if grid_line:
+                continue                      # a heavy grid line: the track goes on
         x0, x1 = cands[start][0] - xpad, cands[i + 1][0] - xpad
         tracks.append(Track(float(x0), float(x1), slope, row_ref))
         start = None
@@ -541,6 +574,13 @@ def _stroke_half_width(ink: np.ndarray, lab: np.ndarray, ids: np.ndarray, solid:
     if solid:
         ridge = dt[rows - lo].max(axis=1)
         level = float(np.percentile(ridge, 25))
+        # where the legs of a zigzag merge into a blob the ridge rises; the shortest runs
+        # across the stroke (rows or columns) bound the width
+        _, ha, hb = _row_runs(ink[lo:hi])
+        _, va, vb = _row_runs(ink[lo:hi].T)
+        if ha.size and va.size:
+            across = min(float(np.percentile(hb - ha + 1, 10)), float(np.percentile(vb - va + 1, 10)))
+            level = min(level, across / 2.0 + 0.5)
     else:
         ridge = np.asarray(ndimage.maximum(dt, lab[lo:hi], ids), np.float64)
         ridge = ridge[np.isfinite(ridge) & (ridge > 0)]
@@ -573,6 +613,10 @@ def _core(ink: np.ndarray, hw: float, lab: np.ndarray) -> np.ndarray:
     lost = np.setdiff1d(all_ids, kept)
     if lost.size:
         core |= np.isin(lab, lost) & ink
+    # rows of a piece where the erosion left nothing (a thinner stretch) keep their ink
+    bare = ink.any(axis=1) & ~core.any(axis=1)
+    if bare.any():
+        core[bare] = ink[bare]
     return core
 
 
@@ -607,6 +651,8 @@ def _dots_to_points(r, ca, cb, cp, fr, fa, fb, fp, hw: float):
 def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Trace one curve in one track band (rows x band columns) -> (x, xu) per row (NaN: none)."""
+    from scipy import ndimage
+
     h = m.shape[0]
     x = np.full(h, np.nan)
     xu = np.full(h, np.nan)
@@ -701,7 +747,15 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
         if opt.any():
             vb = np.full(h, np.nan)
             vb[rows] = c - shift_r
-            vb = _fit_path(ink, vb, hw, opt, iters=prm.fit_iters, solid=solid)
+            lr = np.full(h, 0.5)
+            lr[rows] = 0.5 * np.maximum(1.0, (B - A + 1.0) / 10.0)
+            lr = ndimage.maximum_filter1d(lr, 3)
+            lo = np.full(h, -np.inf)
+            hi = np.full(h, np.inf)
+            inset = max(0.0, hw - 1.0)
+            lo[rows] = A + inset - shift_r
+            hi[rows] = np.maximum(B - inset, A + inset) - shift_r
+            vb = _fit_path(ink, vb, hw, opt, iters=prm.fit_iters, lr=lr, solid=solid, bounds=(lo, hi))
             c = vb[rows] + shift_r
     # ink rows
     xu[rows] = c
@@ -818,7 +872,8 @@ def _row_centres(rows, a, b, A, B, seg, shift, core, hw) -> np.ndarray:
 
 
 def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, iters: int = 80,
-              lr: float = 0.5, solid: bool = True) -> np.ndarray:
+              lr: float | np.ndarray = 0.5, solid: bool = True,
+              bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Move the path's x on the rows in ``opt_mask`` so the drawn stroke matches the ink.
 
     The trace is modelled as a pen of half-width ``hw`` drawn along the
@@ -828,7 +883,9 @@ def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, 
     squared violations are minimised by Adam on the chosen rows (analytic
     gradients through the nearest leg of each pixel). This recovers the
     turning points and steps of near-horizontal excursions, where the ink of
-    one row mixes several legs of the path. ``v0``: band x per row (NaN: none).
+    one row mixes several legs of the path. ``v0``: band x per row (NaN: none);
+    ``lr``: step size in px (per row, so rows of wide ink can travel far);
+    ``bounds``: (lo, hi) per row that the path point cannot leave (its row's ink).
     """
     from scipy import ndimage
 
@@ -861,6 +918,7 @@ def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, 
     ok &= np.abs(v_init[L + 1] - v_init[L]) < w / 2.0        # never a leg across a wrap
     v = np.where(fin, v0, 0.0).astype(np.float64)
     eps = 0.05
+    lr_rows = np.broadcast_to(np.asarray(lr, np.float64), (H,))
     m1 = np.zeros(H); m2 = np.zeros(H)
     b1, b2 = 0.9, 0.999
     sign = np.where(is_ink, 1.0, -1.0)
@@ -883,9 +941,11 @@ def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, 
         grad[~opt_mask] = 0.0
         m1 = b1 * m1 + (1 - b1) * grad
         m2 = b2 * m2 + (1 - b2) * grad * grad
-        step = lr * (0.5 * (1 + np.cos(np.pi * it / iters)) + 0.02)
-        upd = step * (m1 / (1 - b1 ** it)) / (np.sqrt(m2 / (1 - b2 ** it)) + 1e-8)
+        step = 0.5 * (1 + np.cos(np.pi * it / iters)) + 0.02
+        upd = step * lr_rows * (m1 / (1 - b1 ** it)) / (np.sqrt(m2 / (1 - b2 ** it)) + 1e-8)
         v[opt_rows] -= upd[opt_rows]
+        if bounds is not None:
+            v[opt_rows] = np.clip(v[opt_rows], bounds[0][opt_rows], bounds[1][opt_rows])
     out = v0.copy()
     out[opt_rows] = v[opt_rows]
     return out
@@ -1067,7 +1127,7 @@ def horizontal_lines(gray: np.ndarray, tracks: Sequence[Any] | None = None,
         c0, c1 = int(max(0, math.ceil(t.x0))), int(min(w, math.floor(t.x1) + 1))
         if c1 - c0 < 3:
             continue
-        rr, cc = np.nonzero(gray[:, c0:c1] < thr)
+        rr, cc = np.nonzero(gray[:, c0:c1] <= thr)
         # a line perpendicular to the (skewed) borders: row + slope * (x - x_mid) is constant
         r = np.rint(rr + t.slope * (cc + c0 - (c0 + c1) / 2.0)).astype(np.int64)
         ok = (r >= 0) & (r < h)
@@ -1102,7 +1162,9 @@ def depth_from_grid(gray: np.ndarray, spacing: float, anchor: tuple[float, float
         raise ConfigError(f"found {lines.size} horizontal grid lines; need at least 3 to use "
                           f"--depth-grid (give two --depth-points instead)")
     diffs = np.diff(lines)
-    period = float(np.median(diffs))
+    med = float(np.median(diffs))
+    regular = diffs[np.abs(diffs - med) <= 0.3 * med]       # missing lines give double gaps
+    period = float(regular.mean()) if regular.size else med
     if period < 2:
         raise ConfigError("the horizontal grid lines are too close together to calibrate depth")
     # refine: number the lines and fit row = c + period * n
@@ -1350,7 +1412,7 @@ def digitize_labels(labels: np.ndarray, gray: np.ndarray | None = None, tracks: 
     if tracks is None or (isinstance(tracks, str) and tracks.strip().lower() == "auto"):
         if gray is None:
             raise ConfigError("finding tracks needs the scan image; give tracks as X0:X1 pixel ranges")
-        found = find_tracks(gray)
+        found = find_tracks(gray, labels=labels)
         if not found:
             raise ConfigError("no tracks found (no heavy vertical borders); give them with "
                               "--tracks X0:X1,X0:X1")
@@ -1823,7 +1885,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--max-gap must be 0 or more")
     params = TraceParams(max_gap=int(args.max_gap))
     failed = 0
-    bar = tqdm(images, desc="digitize", unit="scan", disable=len(images) < 2, file=sys.stderr)
+    bar = tqdm(images, desc="digitize", unit="scan", disable=True if len(images) < 2 else None, file=sys.stderr)
     for i, image in enumerate(bar):
         try:
             written = digitize_file(image, args.out, mask=masks[i] if masks else None, mode=args.mode,

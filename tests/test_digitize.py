@@ -1,0 +1,476 @@
+"""Masks -> curves: tracing, wrap-around, tracks, calibration, CSV/LAS, scoring, CLI."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from veer import digitize as dz
+from veer.errors import ConfigError
+
+H, W = 400, 320
+TRACK = dz.Track(20.0, 300.0)
+
+
+# --------------------------------------------------------------------------- drawing helpers
+
+
+def _segments(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(xs[:-1]) & np.isfinite(xs[1:])
+    return np.stack([ys[:-1], xs[:-1], ys[1:], xs[1:]], axis=1)[ok]
+
+
+def _dash(segs: np.ndarray, on: float, off: float) -> np.ndarray:
+    """Keep the parts of consecutive segments that fall on the dashes (arc length)."""
+    out, s = [], 0.0
+    period = on + off
+    for y0, x0, y1, x1 in segs:
+        length = math.hypot(y1 - y0, x1 - x0)
+        if length == 0:
+            continue
+        n0 = math.floor(s / period)
+        for k in range(n0, math.floor((s + length) / period) + 1):
+            a, b = max(s, k * period), min(s + length, k * period + on)
+            if b > a:
+                ta, tb = (a - s) / length, (b - s) / length
+                out.append((y0 + ta * (y1 - y0), x0 + ta * (x1 - x0), y0 + tb * (y1 - y0), x0 + tb * (x1 - x0)))
+        s += length
+    return np.array(out).reshape(-1, 4)
+
+
+def stroke(mask: np.ndarray, segs: np.ndarray, cls: int, width: float) -> np.ndarray:
+    """A round pen of ``width``: a pixel is inked when its centre is within width/2 of a segment."""
+    hw = width / 2.0
+    h, w = mask.shape
+    for y0, x0, y1, x1 in segs:
+        r0, r1 = int(max(0, math.floor(min(y0, y1) - hw - 1))), int(min(h - 1, math.ceil(max(y0, y1) + hw + 1)))
+        c0, c1 = int(max(0, math.floor(min(x0, x1) - hw - 1))), int(min(w - 1, math.ceil(max(x0, x1) + hw + 1)))
+        if r1 < r0 or c1 < c0:
+            continue
+        rr, cc = np.mgrid[r0:r1 + 1, c0:c1 + 1]
+        dy, dx = y1 - y0, x1 - x0
+        l2 = dy * dy + dx * dx
+        t = np.clip(((rr - y0) * dy + (cc - x0) * dx) / l2, 0, 1) if l2 > 0 else np.zeros(rr.shape)
+        d = np.hypot(rr - y0 - t * dy, cc - x0 - t * dx)
+        sel = d <= hw
+        mask[rr[sel], cc[sel]] = cls
+    return mask
+
+
+def draw(xs, cls: int = 1, width: float = 2.0, dash=None, mask=None) -> np.ndarray:
+    """Draw x per row (NaN: absent) as a pen trace into a (H, W) label mask."""
+    mask = np.zeros((H, W), np.uint8) if mask is None else mask
+    xs = np.asarray(xs, np.float64)
+    segs = _segments(xs, np.arange(xs.size, dtype=np.float64))
+    if dash:
+        segs = _dash(segs, *dash)
+    return stroke(mask, segs, cls, width)
+
+
+def traced(mask, track=TRACK, curve="curve1", **params) -> np.ndarray:
+    table = dz.trace_curves(mask, [track], dz.TraceParams(**params) if params else None)
+    return table[f"{curve}_x"].to_numpy()
+
+
+def errors(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    both = np.isfinite(found) & np.isfinite(truth)
+    return np.abs(found[both] - truth[both])
+
+
+ROWS = np.arange(H, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+@pytest.mark.parametrize("name, xs", [
+    ("straight", np.full(H, 120.3)),
+    ("sloped", 60.0 + 0.45 * ROWS),
+    ("stepped", np.where(ROWS < 150, 90.0, np.where(ROWS < 260, 210.0, 140.0))),
+    ("wavy", 160.0 + 70.0 * np.sin(ROWS / 35.0)),
+])
+def test_solid_curves_are_traced_within_a_pixel(name, xs):
+    found = traced(draw(xs, width=2.5))
+    e = errors(found, xs)
+    assert np.isfinite(found[5:-5]).all(), "every row of a solid trace has a position"
+    assert np.median(e) <= 0.5
+    assert np.mean(e <= 1.0) >= 0.97, f"{name}: {np.mean(e <= 1.0):.3f} of rows within 1 px"
+
+
+def test_near_horizontal_excursion_is_followed_not_averaged():
+    # a spike: 12 px/row out to x=250 and back, and a sharp step of 110 px
+    xs = np.full(H, 100.0)
+    xs[150:161] = 100.0 + 15.0 * np.r_[np.arange(0, 11)]           # ramp out, 15 px per row
+    xs[161:172] = 250.0 - 15.0 * np.r_[np.arange(0, 11)]           # and back
+    xs[300:] = 210.0                                               # a step between two rows
+    found = traced(draw(xs, width=2.0))
+    tip = int(np.argmax(xs))
+    assert abs(found[tip] - xs[tip]) <= 3.0, "the tip of the excursion is reached"
+    e = np.abs(found - xs)
+    assert np.mean(e[140:180] <= 3.0) >= 0.9
+    assert abs(found[299] - 100.0) <= 3.0 and abs(found[300] - 210.0) <= 3.0, "a step stays a step"
+    # averaging each row's ink would put the step rows half way
+    assert np.median(errors(found, xs)) <= 1.0
+
+
+def test_dashed_and_dotted_curves_are_bridged_within_a_pixel():
+    xs = 80.0 + 0.3 * ROWS
+    for cls, dash, width in ((2, (14.0, 8.0), 2.0), (2, (1.0, 7.0), 3.0)):
+        found = traced(draw(xs, cls=cls, width=width, dash=dash), curve="curve2")
+        e = errors(found, xs)
+        assert np.mean(np.isfinite(found[10:-10])) == 1.0, "gaps between dashes are bridged"
+        assert np.median(e) <= 1.0 and np.mean(e <= 1.5) >= 0.95
+
+
+def test_long_gaps_stay_empty_and_short_ones_are_interpolated():
+    xs = np.full(H, 150.0)
+    xs[100:130] = np.nan          # 30 rows: bridged (default max_gap 60)
+    xs[200:300] = np.nan          # 100 rows: left empty
+    found = traced(draw(xs, width=2.0))
+    assert np.isfinite(found[110:120]).all()
+    assert np.isnan(found[215:285]).all()
+    assert np.isfinite(found[310:390]).all()
+    assert np.isnan(traced(draw(xs, width=2.0), max_gap=10)[110:120]).all()
+
+
+def test_curve_class_specks_away_from_the_trace_are_rejected(rng):
+    xs = 100.0 + 40.0 * np.sin(ROWS / 50.0)
+    mask = draw(xs, width=2.0)
+    clean = traced(mask)
+    for _ in range(40):                     # false positives: blobs 60+ px from the trace
+        r = int(rng.integers(5, H - 8))
+        c = int(xs[r] + rng.choice([-1, 1]) * rng.integers(60, 120))
+        c = int(np.clip(c, 25, 290))
+        mask[r:r + int(rng.integers(1, 6)), c:c + int(rng.integers(1, 5))] = 1
+    noisy = traced(mask)
+    e = errors(noisy, xs)
+    assert np.nanmax(np.abs(noisy - clean)) <= 1.0
+    assert np.mean(e <= 1.0) >= 0.97
+
+
+def test_background_grid_in_the_mask_does_not_matter():
+    xs = 90.0 + 0.2 * ROWS
+    mask = draw(xs, width=2.0)
+    mask[::20, :] = np.where(mask[::20, :] == 0, 0, mask[::20, :])    # grid is class 0: absent from the mask
+    gray = np.full((H, W), 255, np.uint8)
+    gray[::20, 20:300] = 120                                           # ... but present in the scan
+    gray[:, 20::28] = 120
+    gray[mask > 0] = 0
+    log = dz.digitize_labels(mask, gray=gray, tracks=[(20, 300)])
+    e = errors(log.table["curve1_x"].to_numpy(), xs)
+    assert np.mean(e <= 1.0) >= 0.98
+
+
+def test_two_curves_and_overlap_pixels():
+    a = 120.0 + 50.0 * np.sin(ROWS / 40.0)
+    b = 120.0 + 50.0 * np.cos(ROWS / 40.0)
+    mask = draw(a, cls=1, width=2.0)
+    m2 = draw(b, cls=2, width=2.0, dash=(12.0, 6.0))
+    both = (mask == 1) & (m2 == 2)
+    mask[m2 == 2] = 2
+    mask[both] = 255                                   # truth masks mark overlaps 255
+    table = dz.trace_curves(mask, [TRACK])
+    assert np.mean(errors(table["curve1_x"].to_numpy(), a) <= 1.5) >= 0.97
+    assert np.mean(errors(table["curve2_x"].to_numpy(), b) <= 1.5) >= 0.95
+
+
+# --------------------------------------------------------------------------- wrap-around
+
+
+def _wrapped_mask(frac: np.ndarray, track: dz.Track, cls: int = 1, width: float = 2.0) -> np.ndarray:
+    """Draw an unwrapped fraction the way a log is printed: x = x0 + (frac mod 1) * width, pen lifted at wraps."""
+    segs = []
+    tw = track.width
+    for r in range(frac.size - 1):
+        f0, f1 = frac[r], frac[r + 1]
+        k0, k1 = math.floor(f0), math.floor(f1)
+        if k0 == k1:
+            segs.append((r, track.x0 + (f0 - k0) * tw, r + 1, track.x0 + (f1 - k1) * tw))
+            continue
+        edge = max(k0, k1)                           # the unwrapped fraction where it leaves the track
+        t = (edge - f0) / (f1 - f0)
+        y = r + t
+        up = f1 > f0
+        segs.append((r, track.x0 + (f0 - k0) * tw, y, track.x1 if up else track.x0))
+        segs.append((y, track.x0 if up else track.x1, r + 1, track.x0 + (f1 - k1) * tw))
+    mask = np.zeros((H, W), np.uint8)
+    return stroke(mask, np.array(segs), cls, width)
+
+
+def test_wrap_around_is_unwrapped_linear_and_log():
+    frac = 0.3 + 0.5 * np.sin(ROWS / 60.0) ** 2 + np.where((ROWS > 120) & (ROWS < 260), 0.7, 0.0)
+    frac = np.convolve(np.r_[np.full(5, frac[0]), frac, np.full(5, frac[-1])], np.ones(11) / 11, "valid")
+    mask = _wrapped_mask(frac, TRACK)
+    table = dz.trace_curves(mask, [TRACK])
+    got = TRACK.frac(table["row"], table["curve1_xu"])
+    ok = np.isfinite(got)
+    assert ok.mean() > 0.97
+    assert np.mean(np.abs(got[ok] - frac[ok]) < 0.01) > 0.95, "the unwrapped position keeps rising past the edge"
+    assert got[ok].max() > 1.2
+    # the same trace on a log scale: 0.2 .. 2000 ohm.m, four decades
+    scale = dz.ValueScale(0.2, 2000.0, "log")
+    truth_value = scale.to_value(frac)
+    cal = dz.Calibration(depth_points=((0, 1000.0), (H - 1, 1000.0 + (H - 1) * 0.1)), scales=(scale,))
+    log = dz.digitize_labels(mask, tracks=[TRACK], calibration=cal)
+    v = log.table["curve1_value"].to_numpy()
+    sel = np.isfinite(v)
+    assert np.median(np.abs(np.log10(v[sel]) - np.log10(truth_value[sel]))) < 0.01
+    assert v[sel].max() > 2000.0, "values past the right edge are reported, not folded back"
+
+
+def test_score_counts_wrap_events():
+    frac = np.where(ROWS < 200, 0.6 + ROWS * 0.002, 1.2 - (ROWS - 200) * 0.002)
+    mask = _wrapped_mask(frac, TRACK)
+    table = dz.trace_curves(mask, [TRACK])
+    truth = _truth_from(frac[None, :], [TRACK], mask)
+    s = dz.score_curves(truth, table)
+    assert s["curve1"]["wraps"] == 2 and s["curve1"]["wraps_correct"] == 2
+    assert s["curve1"]["within3"] > 0.97 and s["curve1"]["missed"] < 0.02
+    assert s["curve1"]["r2"] > 0.99
+
+
+def _truth_from(fracs: np.ndarray, tracks, mask) -> SimpleNamespace:
+    """A truth object like veer.synth.Truth for a linear 0..100 scale."""
+    n = len(tracks)
+    cl = np.full((n, 2, H), np.nan, np.float32)
+    val = np.full((n, 2, H), np.nan, np.float32)
+    for i, t in enumerate(tracks):
+        f = fracs[i]
+        cl[i, 0] = t.x0 + (f - np.floor(f)) * t.width
+        val[i, 0] = 100.0 * f
+    meta = {"tracks": [{"x0": t.x0, "x1": t.x1, "scale": "linear", "left": 0.0, "right": 100.0} for t in tracks],
+            "depth": {"unit": "ft", "top_row": 0.0, "top_depth": 500.0, "rows_per_unit": 10.0}}
+    return SimpleNamespace(mask=mask, centerline=cl, value=val,
+                           tracks=np.array([[t.x0, t.x1] for t in tracks], np.float32), meta=meta)
+
+
+def test_score_detects_missed_and_spurious_rows_and_matches_tracks_by_overlap():
+    frac = np.full(H, 0.5)
+    frac[300:] = np.nan
+    truth = _truth_from(frac[None, :], [TRACK], None)
+    table = pd.DataFrame({"row": np.arange(H), "track": 0, "curve1_x": 160.0, "curve2_x": np.nan,
+                          "curve1_xu": 160.0, "curve2_xu": np.nan})
+    table.loc[:99, ["curve1_x", "curve1_xu"]] = np.nan               # 100 rows missed
+    table.attrs["tracks"] = [{"x0": 22.0, "x1": 298.0}]               # found a little inside the truth
+    s = dz.score_curves(truth, table)
+    c = s["curve1"]
+    assert s["tracks_matched"] == 1
+    assert c["missed"] == pytest.approx(100 / 300)
+    assert c["spurious"] == pytest.approx(100 / 300)                  # rows 300.. found but absent
+    assert c["median_px"] == pytest.approx(0.0)
+    assert dz.match_tracks(np.array([[20, 300], [320, 600]]), [dz.Track(330, 590), dz.Track(25, 299)]) == {0: 1, 1: 0}
+
+
+# --------------------------------------------------------------------------- tracks
+
+
+def _log_page(skew: float = 0.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """A drawn log page: heavy borders, two gridded tracks either side of a depth column with numbers."""
+    h, w = 600, 700
+    img = np.full((h, w), 250, np.uint8)
+    borders = [40.0, 330.0, 400.0, 660.0]
+    tracks = [(40.0, 330.0), (400.0, 660.0)]
+    for a, b in tracks:
+        for k in range(1, 10):                                   # light vertical grid
+            x = a + k * (b - a) / 10
+            img[:, int(round(x))] = 170
+        img[::12, int(a):int(b)] = 185                           # depth lines
+    for y in range(30, h, 60):                                   # numbers in the depth column
+        img[y:y + 9, 350:356] = 30
+        img[y:y + 9, 360:366] = 30
+    for x in borders:
+        img[:, int(x) - 1:int(x) + 2] = 0                        # heavy borders, 3 px
+    xs = 150 + 60 * np.sin(np.arange(h) / 40.0)                  # a curve
+    img[np.arange(h), xs.astype(int)] = 0
+    if skew:
+        out = np.full_like(img, 250)
+        for r in range(h):
+            sh = int(round(skew * (r - (h - 1) / 2)))
+            out[r, max(0, sh):w + min(0, sh)] = img[r, max(0, -sh):w - max(0, sh)]
+        img = out
+    return img, tracks
+
+
+@pytest.mark.parametrize("skew", [0.0, 0.02])
+def test_tracks_are_found_from_the_heavy_borders(skew):
+    gray, truth = _log_page(skew)
+    found = dz.find_tracks(gray)
+    assert len(found) == 2
+    for t, (a, b) in zip(found, truth):
+        assert abs(t.x0 - a) <= 1.5 and abs(t.x1 - b) <= 1.5
+        assert t.slope == pytest.approx(skew, abs=0.004)
+    # a track unpacks like an (x0, x1) pair
+    x0, x1 = found[0]
+    assert (x0, x1) == (found[0].x0, found[0].x1)
+
+
+def test_blank_page_has_no_tracks_and_digitize_says_so():
+    gray = np.full((200, 300), 255, np.uint8)
+    assert dz.find_tracks(gray) == []
+    with pytest.raises(ConfigError, match="--tracks"):
+        dz.digitize_labels(np.zeros((200, 300), np.uint8), gray=gray)
+
+
+def test_parse_tracks():
+    assert dz.parse_tracks("auto") is None
+    t = dz.parse_tracks("400:660,40:330")
+    assert [(x.x0, x.x1) for x in t] == [(40.0, 330.0), (400.0, 660.0)]
+    for bad in ("40-330", "330:40", "a:b"):
+        with pytest.raises(ConfigError):
+            dz.parse_tracks(bad)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_depth_fit_reports_residual():
+    fit = dz.fit_depth([(100, 1510.0), (600, 1560.0), (1100, 1610.0)], "ft")
+    assert fit.per_row == pytest.approx(0.1) and fit.top == pytest.approx(1500.0)
+    assert fit.residual == pytest.approx(0.0, abs=1e-9)
+    off = dz.fit_depth([(100, 1510.0), (600, 1561.5), (1100, 1610.0)], "ft")   # one point mistyped
+    assert off.residual > 0.5 and off.max_residual > 0.9
+    assert float(off.depth(600)) == pytest.approx(1560.5, abs=0.01)
+    with pytest.raises(ConfigError, match="two"):
+        dz.fit_depth([(100, 1510.0)])
+    with pytest.raises(ConfigError):
+        dz.fit_depth([(100, 1510.0), (100, 1520.0)])
+
+
+def test_depth_from_grid_lines():
+    gray = np.full((500, 300), 250, np.uint8)
+    for y in np.arange(7.0, 500, 12.5):                 # a line every 12.5 rows = every 2 ft
+        gray[int(round(y)), 20:280] = 60
+    fit = dz.depth_from_grid(gray, 2.0, (7.0, 3000.0), tracks=[(20, 280)], unit="ft")
+    assert fit.per_row == pytest.approx(2.0 / 12.5, rel=0.01)
+    assert float(fit.depth(457)) == pytest.approx(3000.0 + 450 * 2.0 / 12.5, abs=0.2)
+    assert fit.method == "grid"
+
+
+def test_value_scales_linear_and_log():
+    lin = dz.ValueScale(45.0, -15.0)                    # reversed porosity scale
+    assert float(lin.to_value(0.25)) == pytest.approx(30.0)
+    assert float(lin.to_value(1.5)) == pytest.approx(-45.0)          # wrapped once
+    log = dz.ValueScale(0.2, 2000.0, "log")
+    assert float(log.to_value(0.5)) == pytest.approx(20.0)
+    assert float(log.to_value(1.25)) == pytest.approx(20000.0)
+    assert float(log.to_frac(2.0)) == pytest.approx(0.25)
+    with pytest.raises(ConfigError):
+        dz.ValueScale(0.0, 100.0, "log")
+    with pytest.raises(ConfigError):
+        dz.ValueScale(5.0, 5.0)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _calibrated_log():
+    xs1 = 60.0 + 0.3 * ROWS
+    xs2 = 250.0 - 0.2 * ROWS
+    mask = draw(xs1, cls=1)
+    mask = draw(np.where(ROWS < 300, xs2, np.nan), cls=2, dash=(10.0, 6.0), mask=mask)
+    cal = dz.Calibration(depth_points=((0, 1000.0), (399, 1039.9)), depth_unit="ft", step=0.5,
+                         scales=(dz.ValueScale(0.0, 150.0),),
+                         names=((dz.CurveName("GR", "GAPI"), dz.CurveName("SP", "MV")),),
+                         well=(("WELL", "Test 1-23"), ("COMP", "Veer Oil")))
+    return dz.digitize_labels(mask, tracks=[TRACK], calibration=cal), xs1
+
+
+def test_csv_columns_exactly(tmp_path):
+    mask = draw(np.full(H, 100.0))
+    plain = dz.digitize_labels(mask, tracks=[TRACK])
+    path = dz.write_csv(plain, tmp_path / "a.curves.csv")
+    head = path.read_text().splitlines()[0].split(",")
+    assert head == ["row", "track", "curve1_x", "curve2_x", "curve1_xu", "curve2_xu"]
+    log, _ = _calibrated_log()
+    df = pd.read_csv(dz.write_csv(log, tmp_path / "b.curves.csv"))
+    assert list(df.columns) == ["row", "track", "curve1_x", "curve2_x", "curve1_xu", "curve2_xu",
+                                "depth", "curve1_value", "curve2_value"]
+    assert len(df) == H and df["row"].tolist() == list(range(H))
+    assert df["curve2_x"].iloc[350:].isna().all(), "absent curve: empty cells"
+    assert df["depth"].iloc[10] == pytest.approx(1001.0)
+
+
+def test_las_reads_back_with_curves_units_and_null(tmp_path):
+    import lasio
+
+    log, xs1 = _calibrated_log()
+    path = dz.write_las(log, tmp_path / "well.las")
+    las = lasio.read(str(path))
+    assert [c.mnemonic for c in las.curves] == ["DEPT", "GR", "SP"]
+    assert las.curves["DEPT"].unit == "F" and las.curves["GR"].unit == "GAPI" and las.curves["SP"].unit == "MV"
+    assert las.well["NULL"].value == -999.25
+    assert las.well["WELL"].value == "Test 1-23" and las.well["COMP"].value == "Veer Oil"
+    depth = las.index
+    assert np.allclose(np.diff(depth), 0.5)
+    gr = las["GR"]
+    truth = 150.0 * (xs1 - TRACK.x0) / TRACK.width
+    want = np.interp((depth - 1000.0) / 0.1, ROWS, truth)
+    ok = np.isfinite(gr)
+    assert ok.mean() > 0.95 and np.median(np.abs(gr[ok] - want[ok])) < 0.3
+    assert np.isnan(las["SP"][depth > 1032.0]).all(), "absent values are NULL (read back as NaN)"
+    assert "-999.25" in path.read_text()
+
+
+def test_las_needs_depth(tmp_path):
+    mask = draw(np.full(H, 100.0))
+    with pytest.raises(ConfigError, match="depth"):
+        dz.write_las(dz.digitize_labels(mask, tracks=[TRACK]), tmp_path / "x.las")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "veer", "digitize", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_cli_with_masks_writes_files_and_reports_a_bad_file(tmp_path):
+    gray, _ = _log_page()
+    h, w = gray.shape
+    xs = 150 + 60 * np.sin(np.arange(h) / 40.0)
+    mask = np.zeros((h, w), np.uint8)
+    segs = _segments(xs, np.arange(h, dtype=np.float64))
+    stroke(mask, segs, 1, 2.0)
+    Image.fromarray(gray).save(tmp_path / "good.png")
+    Image.fromarray(mask).save(tmp_path / "good.mask.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.fromarray(mask).save(tmp_path / "broken.mask.png")
+    out = tmp_path / "out"
+    res = _run(tmp_path / "broken.png", tmp_path / "good.png", "--out", out,
+               "--mask", tmp_path / "broken.mask.png", tmp_path / "good.mask.png",
+               "--depth-points", "0:2000,599:2059.9", "--left", "0", "0.2", "--right", "150", "2000",
+               "--scale", "linear", "log", "--curves", "GR:GAPI,SGR:GAPI", "ILD:OHMM,ILM:OHMM",
+               "--well", "Veer 7")
+    assert res.returncode == 1
+    err = [ln for ln in res.stderr.splitlines() if "error" in ln]
+    assert len(err) == 1 and "broken.png" in err[0] and "Traceback" not in res.stderr
+    df = pd.read_csv(out / "good.curves.csv")
+    assert {"row", "track", "curve1_x", "curve2_x", "depth", "curve1_value"} <= set(df.columns)
+    assert sorted(df["track"].unique()) == [0, 1]
+    found = df[df.track == 0]["curve1_x"].to_numpy()
+    assert np.median(np.abs(found - xs)) <= 1.0
+    las = (out / "good.las").read_text()
+    assert "GR" in las and "ILM" in las and "Veer 7" in las
+    assert not (out / "broken.curves.csv").exists()
+
+
+def test_cli_given_tracks_and_bad_options(tmp_path):
+    mask = draw(np.full(H, 100.0))
+    Image.fromarray(np.full((H, W), 255, np.uint8)).save(tmp_path / "s.png")
+    Image.fromarray(mask).save(tmp_path / "s.mask.png")
+    res = _run(tmp_path / "s.png", "--mask", tmp_path / "s.mask.png", "--out", tmp_path, "--tracks", "20:300")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "s.curves.csv").exists() and not (tmp_path / "s.las").exists()
+    bad = _run(tmp_path / "s.png", "--mask", tmp_path / "s.mask.png", "--out", tmp_path, "--depth-points", "5:100")
+    assert bad.returncode == 1 and "two or more" in bad.stderr and "Traceback" not in bad.stderr
+    wrong = _run(tmp_path / "s.png", "--mask", tmp_path / "s.mask.png", "--out", tmp_path, "--tracks", "20:300",
+                 "--left", "0", "0", "--right", "1", "1")
+    assert wrong.returncode == 1 and "s.png" in wrong.stderr and "2 value scales" in wrong.stderr
