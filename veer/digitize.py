@@ -11,22 +11,26 @@ The pipeline, one plain function per step::
 
 Tracing (per track and curve class)
     The pixels of the class (255 "both curves" counts for each) inside the
-    track are split into 8-connected components. A dynamic programme chains
-    components from top to bottom so that the chain covers as many rows as
-    possible while each link is continuous: the next piece starts where the
-    last one ended (extrapolated along its slope over a gap), or at the other
-    edge of the track (a wrap-around: the wrap count goes up or down by one).
-    Specks and blobs of the curve class away from the trace do not fit the
-    chain and are dropped; a piece reached only by a jump costs as much as a
-    fresh start. In each row the chosen pieces give one or more runs of ink;
-    runs a dash-gap apart are one stretch of trace, and where separate
-    stretches remain the one continuing the rows above is kept. The centre is
-    the middle of that stretch (sub-pixel), corrected where the trace runs
-    near-horizontally: a turning point takes the far end of its stretch and
-    a row in a step takes the part it shares with its neighbours, so
-    excursions are followed instead of averaged away. Gaps up to
-    ``TraceParams.max_gap`` rows (dashes, dots, crossings) are bridged by
-    linear interpolation of the unwrapped position; longer ones stay empty.
+    track are split into 8-connected pieces (pieces side by side within a
+    dash gap count as one). A dynamic programme chains pieces from top to
+    bottom so that the chain covers as many rows as possible while each link
+    is continuous: the next piece starts where the last one ended (or where
+    it was heading, over a gap), or at the other border of the track (a
+    wrap-around: the wrap count goes up or down by one). Specks and blobs of
+    the curve class away from the trace do not fit the chain and are
+    dropped; a piece reached only by a jump costs as much as a fresh start.
+    The wrap count the trace spends most rows at is taken as zero.
+    Positions: the stroke's half-width is measured (distance transform), the
+    ink is eroded to its pen path (round caps and the fat ends of dots
+    vanish), and in each row the stretch continuing the rows above is kept.
+    Steep rows take the sub-pixel middle of their ink. Near-horizontal rows
+    (steps, spikes, zigzags), where one row's ink mixes several legs of the
+    path, are refined by fitting the pen model: the polyline through one
+    point per row, drawn with the measured pen, must ink exactly the pixels
+    that are inked (:func:`_fit_path`), so excursions are followed to their
+    tips instead of being averaged away. Gaps up to ``TraceParams.max_gap``
+    rows (dashes, dots, crossings) are bridged by linear interpolation of the
+    unwrapped position; longer ones stay empty.
 
 Coordinates
     x is a float pixel column of the whole image (pixel centres at integers).
@@ -58,13 +62,7 @@ from veer.classes import CURVE1, CURVE2, IGNORE
 from veer.errors import ConfigError, MaskError, VeerError
 
 CURVES = ("curve1", "curve2")
-_DEBUG: dict = {}
-TIP_MARGIN = 1e9
-REFLECT = False
-USE_CORE = True
-SOLID_SHARE = 0.9
-FIT_BROKEN = True
-DOTS = True
+SOLID_SHARE = 0.9          # a trace whose ink covers this share of its rows is continuous (solid)
 CURVE_CLASSES = {"curve1": CURVE1, "curve2": CURVE2}
 LAS_NULL = -999.25
 DEPTH_UNITS = {"ft": "F", "m": "M"}
@@ -381,7 +379,6 @@ class TraceParams:
     max_gap: int = 60            # rows bridged by interpolation (dashes, dots, crossings); longer stay empty
     join_tol: float = 10.0       # px two pieces of trace may be apart and still join
     max_slope: float = 4.0       # px per row the trace may drift across a gap
-    cap_trim: float = 1.0        # rows (in stroke half-widths) dropped at the ends of each piece (round caps)
     merge_gap: float = 12.0      # px between runs of one row that still belong to one stretch of trace
     max_overlap: int = 4         # rows two consecutive pieces may share (side-by-side dashes, wraps)
     gap_cost: float = 0.2        # chain score lost per empty row between two pieces
@@ -463,9 +460,17 @@ def _interval_gap(a1: float, b1: float, a2: float, b2: float) -> float:
     return max(0.0, a2 - b1 - 1.0, a1 - b2 - 1.0)
 
 
-def _chain(p: _Pieces, width: float, prm: TraceParams) -> list[tuple[int, int, int]]:
-    """Best chain of pieces top to bottom: [(piece, wraps, segment)], see the module docstring."""
+def _chain(p: _Pieces, width: float, prm: TraceParams,
+           edges: tuple[float, float] | None = None) -> list[tuple[int, int, int]]:
+    """Best chain of pieces top to bottom: [(piece, wraps, segment)], see the module docstring.
+
+    ``edges``: the track's borders in band columns; a piece that leaves at one
+    border may be continued by one entering at the other even when their rows
+    overlap a lot (a wrap drawn while the trace runs near-horizontally).
+    """
     n = p.top.size
+    lo_e, hi_e = edges if edges is not None else (-math.inf, math.inf)
+    near = prm.join_tol
     order = np.lexsort((p.bot, p.top))
     top, bot, nrows = p.top.tolist(), p.bot.tolist(), p.nrows.tolist()
     a_top, b_top, a_bot, b_bot = p.a_top.tolist(), p.b_top.tolist(), p.a_bot.tolist(), p.b_bot.tolist()
@@ -492,7 +497,11 @@ def _chain(p: _Pieces, width: float, prm: TraceParams) -> list[tuple[int, int, i
                 continue
             g = tj - bot[i] - 1
             if g < -prm.max_overlap:
-                continue
+                # only a wrap: leaving at one border, entering at the other
+                wrap_out = (b_bot[i] >= hi_e - near and a_top[j] <= lo_e + near) or \
+                    (a_bot[i] <= lo_e + near and b_top[j] >= hi_e - near)
+                if not wrap_out or g < -6 * prm.max_overlap:
+                    continue
             steps = max(g, 0) + 1
             drift = s_bot[i] * steps if g > 0 else 0.0
             ai, bi = a_bot[i], b_bot[i]
@@ -539,20 +548,6 @@ def _chain(p: _Pieces, width: float, prm: TraceParams) -> list[tuple[int, int, i
         base = max(sorted(rows_at), key=lambda k: (rows_at[k], -abs(k)))
         out = [(j, wr - base, sg) for j, wr, sg in out]
     return out
-
-
-def _half_width(lengths: np.ndarray) -> float:
-    """Half the stroke width from the run lengths of a trace (near-vertical rows are the shortest)."""
-    if lengths.size == 0:
-        return 0.5
-    return max(0.5, (float(np.percentile(lengths, 20)) - 1.0) / 2.0)
-
-
-def _half_width(lengths: np.ndarray) -> float:
-    """Half the stroke width from the run lengths of a trace (near-vertical rows are the shortest)."""
-    if lengths.size == 0:
-        return 0.5
-    return max(0.5, (float(np.percentile(lengths, 20)) - 1.0) / 2.0)
 
 
 def _stroke_half_width(ink: np.ndarray, lab: np.ndarray, ids: np.ndarray, solid: bool) -> float:
@@ -620,34 +615,6 @@ def _core(ink: np.ndarray, hw: float, lab: np.ndarray) -> np.ndarray:
     return core
 
 
-def _dots_to_points(r, ca, cb, cp, fr, fa, fb, fp, hw: float):
-    """A dot (a piece about one pen-width across) is one point of the path: its ink centroid.
-
-    The rows above and below a dot's centre show the round pen, centred on the
-    dot, not the path's course; the dot is replaced by its centroid, at the
-    nearest row, and the rows around it are left to the gap bridging.
-    """
-    size = 2.0 * hw + 3.0
-    n = int(max(fp.max(initial=0), cp.max(initial=0))) + 1
-    top = np.full(n, np.inf); bot = np.full(n, -np.inf)
-    lo = np.full(n, np.inf); hi = np.full(n, -np.inf)
-    np.minimum.at(top, fp, fr); np.maximum.at(bot, fp, fr)
-    np.minimum.at(lo, fp, fa); np.maximum.at(hi, fp, fb)
-    dot = (bot - top + 1 <= size) & (hi - lo + 1 <= size)
-    if not dot.any():
-        return r, ca, cb, cp
-    w = (fb - fa + 1).astype(np.float64)
-    tot = np.bincount(fp, weights=w, minlength=n)
-    cx = np.bincount(fp, weights=w * (fa + fb) / 2.0, minlength=n)
-    cy = np.bincount(fp, weights=w * fr, minlength=n)
-    ids = np.flatnonzero(dot & (tot > 0))
-    keep = ~dot[cp]
-    return (np.r_[r[keep], np.rint(cy[ids] / tot[ids]).astype(r.dtype)],
-            np.r_[ca[keep].astype(np.float64), cx[ids] / tot[ids]],
-            np.r_[cb[keep].astype(np.float64), cx[ids] / tot[ids]],
-            np.r_[cp[keep], ids])
-
-
 def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Trace one curve in one track band (rows x band columns) -> (x, xu) per row (NaN: none)."""
@@ -656,11 +623,18 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     h = m.shape[0]
     x = np.full(h, np.nan)
     xu = np.full(h, np.nan)
-    p = _pieces(m, int(prm.merge_gap // 2))
+    ink_rows = np.flatnonzero(m.any(axis=1))
+    if ink_rows.size == 0:
+        return x, xu
+    # a continuous (solid) trace is split into pieces only where it breaks (wraps, gaps); a
+    # broken one also joins dashes that lie side by side in a near-horizontal stretch
+    solid = ink_rows.size >= SOLID_SHARE * (ink_rows[-1] - ink_rows[0] + 1)
+    p = _pieces(m, 0 if solid else int(prm.merge_gap // 2))
     if p is None:
         return x, xu
     width = track.width
-    chain = _chain(p, width, prm)
+    mid = (h - 1) / 2.0
+    chain = _chain(p, width, prm, (float(track.left(mid)) - col0, float(track.right(mid)) - col0))
     n = p.top.size
     chosen = np.zeros(n + 1, bool)
     wrap_lut = np.zeros(n + 1, np.int64)
@@ -673,14 +647,10 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     ink = chosen[p.lab]
     sel = chosen[p.run_piece + 1]
     fr, fa, fb, fp = p.run_row[sel], p.run_a[sel], p.run_b[sel], p.run_piece[sel] + 1
-    ink_rows = np.unique(fr)
-    solid = ink_rows.size >= SOLID_SHARE * (ink_rows[-1] - ink_rows[0] + 1)
     hw = _stroke_half_width(ink, p.lab, ids, solid)
-    core = _core(ink, hw, p.lab) if USE_CORE else ink
+    core = _core(ink, hw, p.lab)
     r, ca, cb = _row_runs(core)
     cp = p.lab[r, ca]
-    if DOTS:
-        r, ca, cb, cp = _dots_to_points(r, ca, cb, cp, fr, fa, fb, fp, hw)
     shift = wrap_lut[cp] * width + col0
     ua = ca + shift
     ub = cb + shift
@@ -738,8 +708,8 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
         np.maximum.at(B, idx[hit], fu_b[hit].astype(np.float64))
         miss = ~np.isfinite(A)
         A[miss], B[miss] = a[miss] - hw, b[miss] + hw
-    c = _row_centres(rows, a, b, A, B, seg, wr * width + col0, core, hw)
-    if prm.fit_iters > 0 and (solid or FIT_BROKEN):
+    c = _row_centres(a, b, A, B, hw)
+    if prm.fit_iters > 0:
         # near-horizontal rows: fit the pen path to the ink (see _fit_path)
         shift_r = wr * width + col0
         opt = np.zeros(h, bool)
@@ -777,98 +747,20 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     return x, xu
 
 
-def _row_centres(rows, a, b, A, B, seg, shift, core, hw) -> np.ndarray:
-    """Where the pen path crosses each row (unwrapped x), from the core (a, b) and full ink (A, B).
+def _row_centres(a: np.ndarray, b: np.ndarray, A: np.ndarray, B: np.ndarray, hw: float) -> np.ndarray:
+    """First estimate of where the pen path crosses each row (unwrapped x).
 
-    Steep rows: the middle of the full ink (sub-pixel). Near-horizontal rows
-    (the core spans several px) follow the path of a 1 px pen: the core
-    of row r runs from where the path enters the row (m_up, shared with the
-    row above) through the path's point at the row's centre v to where it
-    leaves (m_dn). A turning point (both m at one end) is the far end; in a
-    monotone passage v mirrors the neighbour's point about m
-    (v_r = 2 m_up - v_{r-1}, exact for straight legs between rows), run
-    down from the row above and up from the row below and averaged.
+    ``a``, ``b``: the row's core (the ink eroded to the path, see
+    :func:`_core`); ``A``, ``B``: its full ink. Where the trace is steep the
+    middle of the full ink is exact to a fraction of a pixel; elsewhere the
+    middle of the core, which a near-horizontal leg spreads over fewer
+    columns than the full ink. Near-horizontal rows are then refined by
+    :func:`_fit_path`.
     """
     core_c = (a + b) / 2.0
     full_c = (A + B) / 2.0
     steep = ((B - A + 1.0) <= 2.0 * hw + 2.5) & (np.abs(full_c - core_c) <= 1.0)
-    v = np.where(steep, full_c, core_c)
-    long_ = (b - a) >= 2.0
-    n = rows.size
-    if not long_.any():
-        return v
-    h, w = core.shape
-    nxt_ok = np.r_[(np.diff(rows) == 1) & (seg[1:] == seg[:-1]) & (shift[1:] == shift[:-1]), False]
-    prv_ok = np.r_[False, nxt_ok[:-1]]
-
-    def transition(i: int, j: int) -> float | None:
-        """Mean column where row i's core touches row j's core (unwrapped), or None."""
-        lo, hi = int(a[i] - shift[i]), int(b[i] - shift[i])
-        lo, hi = max(lo, 0), min(hi, w - 1)
-        if hi < lo:
-            return None
-        mine = core[rows[i], lo:hi + 1]
-        other = core[rows[j], max(lo - 1, 0):min(hi + 2, w)]
-        pad_l = 1 if lo - 1 >= 0 else 0
-        o = np.zeros(hi - lo + 3, bool)
-        o[1 - pad_l:1 - pad_l + other.size] = other
-        near = o[:-2] | o[1:-1] | o[2:]
-        cols = np.flatnonzero(mine & near[:mine.size])
-        if cols.size == 0:
-            return None
-        return float(cols.mean()) + lo + shift[i]
-
-    idx = np.flatnonzero(long_)
-    blocks = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
-    for blk in blocks:
-        # a block of near-horizontal rows, extended while rows follow each other
-        m_up = [transition(i, i - 1) if prv_ok[i] else None for i in blk]
-        m_dn = [transition(i, i + 1) if nxt_ok[i] else None for i in blk]
-        tip = [None] * len(blk)
-        for k, i in enumerate(blk):
-            mu, md = m_up[k], m_dn[k]
-            if mu is None or md is None:
-                continue
-            margin = max(TIP_MARGIN, hw + 1.5)
-            right = max(mu, md) < b[i] - margin
-            left = min(mu, md) > a[i] + margin
-            if right and not left:
-                t = B[i] - hw
-                tip[k] = t if abs(t - b[i]) <= 1.5 else b[i]
-            elif left and not right:
-                t = A[i] + hw
-                tip[k] = t if abs(t - a[i]) <= 1.5 else a[i]
-
-        def bounds(k: int, i: int) -> tuple[float, float]:
-            ms = [m for m in (m_up[k], m_dn[k]) if m is not None]
-            if len(ms) == 2:
-                return min(ms), max(ms)
-            return a[i], b[i]
-
-        fwd = [None] * len(blk)
-        prev = v[blk[0] - 1] if prv_ok[blk[0]] else None
-        for k, i in enumerate(blk):
-            if tip[k] is not None:
-                fwd[k] = tip[k]
-            elif REFLECT and prev is not None and m_up[k] is not None:
-                lo, hi = bounds(k, i)
-                fwd[k] = min(max(2.0 * m_up[k] - prev, lo), hi)
-            prev = fwd[k]
-        bwd = [None] * len(blk)
-        nxt = v[blk[-1] + 1] if nxt_ok[blk[-1]] else None
-        for k in range(len(blk) - 1, -1, -1):
-            i = blk[k]
-            if tip[k] is not None:
-                bwd[k] = tip[k]
-            elif REFLECT and nxt is not None and m_dn[k] is not None:
-                lo, hi = bounds(k, i)
-                bwd[k] = min(max(2.0 * m_dn[k] - nxt, lo), hi)
-            nxt = bwd[k]
-        for k, i in enumerate(blk):
-            got = [e for e in (fwd[k], bwd[k]) if e is not None]
-            if got:
-                v[i] = sum(got) / len(got)
-    return v
+    return np.where(steep, full_c, core_c)
 
 
 def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, iters: int = 80,
