@@ -406,14 +406,20 @@ def test_real_synth_and_digitize_with_a_truth_segmenter(tmp_path, monkeypatch):
     # out of the loop: with no tracks found on the scan, evaluate falls back to the truth's.
     import veer.digitize
     monkeypatch.setattr(veer.digitize, "find_tracks", lambda gray, **_: [])
-    report = evaluate.evaluate_folder(tmp_path, modes="joint", segmenters={"joint": TruthSegmenter()})
+    report = evaluate.evaluate_folder(tmp_path, modes="joint", segmenters={"joint": TruthSegmenter()},
+                                      truth_curves=True)
     p = report["pipelines"]["joint"]
     assert p["per_class"]["background"]["f1"] == 1.0 and p["per_class"]["curve1"]["f1"] == 1.0
     dz = p["digitize"]
     assert dz["samples"] == 1 and "failed_samples" not in dz
     # wiring check, not a quality bar for the tracer: wrong labels would give ~0
     assert dz["mean_over_samples"]["curve1.within3"] > 0.5
-    assert "curve digitisation" in evaluate.format_table(report)
+    # the truth masks traced too: the digitiser's own error, reported beside the pipelines
+    dt = report["digitize_truth"]
+    assert dt["samples"] == 1 and dt["mean_over_samples"]["curve1.within3"] > 0.5
+    assert report["samples"][0]["digitize_truth"]["tracks_from"] == "truth"
+    table = evaluate.format_table(report)
+    assert "curve digitisation" in table and "truth_mask curve1" in table
 
 
 def _have_weights(models_dir: Path) -> bool:

@@ -290,7 +290,7 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
                     models_dir=None, segmenters: Mapping[str, Any] | None = None,
                     tol: int = TOLERANCE_PX, digitize: bool = True,
                     cancel: threading.Event | None = None,
-                    keep_partial_on_interrupt: bool = False) -> dict:
+                    keep_partial_on_interrupt: bool = False, truth_curves: bool = False) -> dict:
     """Evaluate ``modes`` on every sample with truth in ``data_dir``; return the report.
 
     ``progress(done, total, text)`` is called after each (sample, pipeline)
@@ -330,6 +330,8 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
     dz = digitize_api() if digitize else None
 
     totals = {m: _PipelineTotals(m, tol) for m in modes}
+    truth_rows: list[dict] = []
+    truth_errors: list[str] = []
     rows: list[dict] = []
     devices: dict[str, str] = {}
     kinds: Counter = Counter()
@@ -391,6 +393,12 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
             if isinstance(meta.get("seed"), (int, np.integer)):
                 seeds.append(int(meta["seed"]))
             row["pipelines"] = scores
+            if truth_curves and dz is not None:
+                try:
+                    row["digitize_truth"] = digitize_scores(dz, sample.gray, sample.mask, sample.truth)
+                    truth_rows.append(row["digitize_truth"])
+                except Exception as exc:  # noqa: BLE001 - the optional section must never stop evaluation
+                    truth_errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
             rows.append(row)
     except KeyboardInterrupt:
         if not keep_partial_on_interrupt:
@@ -419,6 +427,8 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
         },
         "pipelines": {m: totals[m].report(dz) for m in modes},
         "digitize_available": dz is not None,
+        "digitize_truth": (_aggregate_digitize(truth_rows, truth_errors, dz)
+                           if truth_rows or truth_errors else None),
         "samples": rows,
         "timing": {"total_seconds": time.perf_counter() - started,
                    **{f"{m}_seconds": totals[m].seconds for m in modes}},
@@ -604,10 +614,12 @@ def format_table(report: Mapping) -> str:
         p = pipes[m]
         lines.append(f"{m}: {p['samples']} samples, {p['seconds']:.2f} s "
                      f"({_f(p.get('seconds_per_megapixel')).strip()} s/Mpx)")
-    dz_modes = [m for m in modes if pipes[m].get("digitize")]
-    if dz_modes:
+    dz_pipes = {m: pipes[m] for m in modes if pipes[m].get("digitize")}
+    if report.get("digitize_truth"):
+        dz_pipes["truth_mask"] = {"digitize": report["digitize_truth"]}
+    if dz_pipes:
         lines.append("")
-        lines.extend(_digitize_table(pipes, dz_modes))
+        lines.extend(_digitize_table(dz_pipes, list(dz_pipes)))
     return "\n".join(lines)
 
 
@@ -661,6 +673,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"tolerance in px for the tolerant scores (default {TOLERANCE_PX})")
     parser.add_argument("--models", default=None, help="folder of model weights (default assets/models)")
     parser.add_argument("--no-digitize", action="store_true", help="skip the curve-digitisation scores")
+    parser.add_argument("--truth-curves", action="store_true",
+                        help="also trace the truth masks (the digitiser's own error, as pipeline truth_mask)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -699,7 +713,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
         report = evaluate_folder(data_dir, modes, device=args.device, progress=progress,
                                  limit=args.limit, segmenters=segmenters, tol=args.tol,
-                                 digitize=not args.no_digitize, keep_partial_on_interrupt=True)
+                                 digitize=not args.no_digitize, keep_partial_on_interrupt=True,
+                                 truth_curves=args.truth_curves)
     if generated:
         report["data"]["generated"] = generated
     out = Path(args.out) if args.out else data_dir / "evaluation.json"

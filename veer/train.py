@@ -72,6 +72,7 @@ class TrainConfig:
     val_tiles: int = 48
     scale_jitter: float = 0.15          # tiles are drawn at tile * U(1 - j, 1 + j) and resized
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
+    init: str | None = None             # start from these weights (a .pt beside its model card)
 
     def __post_init__(self) -> None:
         if self.task not in ("joint", "binary"):
@@ -332,6 +333,45 @@ def _load_torch(path: Path) -> Any:
                              f"start again without --resume or with another --out") from None
 
 
+def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Weights to start a run from, and what the card should say about them.
+
+    ``path`` is a weight file (``.pt``) with its model card (``.json``) beside
+    it, as the models folder holds them: the checksum is verified, the card
+    must describe the same network, task and target, and its history (when
+    present) is carried over so the training curves run on from it.
+    """
+    from veer.errors import ModelFileError
+    from veer.weights import sha256_file
+
+    pt = Path(path)
+    card_path = pt.with_suffix(".json")
+    if not pt.exists():
+        raise ConfigError(f"--init {pt}: weight file not found")
+    if not card_path.exists():
+        raise ConfigError(f"--init {pt}: no model card {card_path.name} beside it")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{card_path}: the model card is damaged ({exc})") from None
+    digest = sha256_file(pt)
+    if digest != card.get("sha256"):
+        raise ModelFileError(f"{pt}: checksum does not match its model card {card_path.name}")
+    if ModelConfig.from_dict(card.get("config", {})).to_dict() != cfg.model:
+        raise ConfigError(f"--init {pt}: its network ({card_path.name}) differs from this run's --model")
+    if card.get("task") != cfg.task or card.get("target") != cfg.target:
+        raise ConfigError(f"--init {pt}: trained for {card.get('task')} {card.get('target') or ''}".rstrip()
+                          + f", not for {cfg.name}")
+    state = _load_torch(pt)
+    prior = card.get("training", {})
+    hist_path = pt.with_name(pt.stem + ".history.json")
+    history = json.loads(hist_path.read_text()) if hist_path.exists() else []
+    info = {"file": pt.name, "sha256": digest, "steps": int(prior.get("total_steps", prior.get("steps", 0))),
+            "seconds": float(prior.get("total_seconds", prior.get("seconds", 0.0))),
+            "command": prior.get("command"), "history": history}
+    return state, info
+
+
 @dataclass
 class RunState:
     step: int = 0
@@ -342,7 +382,10 @@ class RunState:
 
 
 def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: float,
-          device: torch.device, threads: int, complete: bool) -> dict[str, Any]:
+          device: torch.device, threads: int, complete: bool,
+          init: dict[str, Any] | None = None) -> dict[str, Any]:
+    prior_steps = init["steps"] if init else 0
+    prior_seconds = init["seconds"] if init else 0.0
     return {
         "task": cfg.task,
         "target": cfg.target,
@@ -361,6 +404,9 @@ def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: f
             "loss": cfg.loss if cfg.task == "joint" else "bce_dice",
             "class_weights": list(cfg.class_weights),
             "seconds": round(state.seconds, 1),
+            "total_steps": prior_steps + state.best_step,
+            "total_seconds": round(prior_seconds + state.seconds, 1),
+            "init": {k: v for k, v in init.items() if k != "history"} if init else None,
             "threads": threads,
             "hardware": hardware(device),
             "data": {
@@ -414,6 +460,9 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     loss_fn = make_loss(cfg.task, cfg.target, cfg.loss, cfg.class_weights, cfg.region_weight)
     state = RunState()
+    init = None
+    if cfg.init:
+        init_state, init = load_init(cfg.init, cfg)
 
     if ckpt_path.exists():
         if not resume:
@@ -431,8 +480,11 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
             scaler.load_state_dict(ck["scaler"])
         rs = json.loads(ck["state"])
         state = RunState(**rs)
-    elif resume and progress:
-        print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
+    else:
+        if resume and progress:
+            print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
+        if init is not None:
+            model.load_state_dict(init_state)
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
@@ -449,13 +501,15 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
         write_json(out / "history.json", state.history)
 
     def export_best(val_scores: dict[str, Any], complete: bool) -> None:
-        card = _card(cfg, state, val_scores, model, gmac, dev, threads, complete)
+        card = _card(cfg, state, val_scores, model, gmac, dev, threads, complete, init)
         best = build_model(cfg.model, cfg.out_channels)
         best.load_state_dict(_load_torch(out / "best.pt"))
         write_json(out / "card.json", card)
+        history = full_history(state.history, init)
+        write_json(out / "full_history.json", history)
         if export:
             save_model(best, cfg.name, card, models_dir)
-            save_history(cfg.name, state.history, models_dir)
+            save_history(cfg.name, history, models_dir)
 
     model.train()
     running, running_n = 0.0, 0
@@ -523,6 +577,16 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
     return state
 
 
+def full_history(rows: list[dict[str, Any]], init: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """This run's history after the history of the weights it started from (steps counted on)."""
+    if not init:
+        return list(rows)
+    prior = [r for r in init.get("history", []) if r.get("step", 0) <= init["steps"]]
+    offset, secs = init["steps"], init["seconds"]
+    return prior + [{**r, "step": r["step"] + offset, "seconds": round(r.get("seconds", 0.0) + secs, 1)}
+                    for r in rows]
+
+
 def _best_val(state: RunState) -> dict[str, Any]:
     for row in state.history:
         if row["step"] == state.best_step:
@@ -544,7 +608,10 @@ def export_run(out: Path | str, models_dir: Path | str | None = None) -> dict[st
     model = build_model(cfg.model, cfg.out_channels)
     model.load_state_dict(_load_torch(best_path))
     card = save_model(model, cfg.name, card, models_dir)
-    history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
+    hist = out / "full_history.json"
+    if not hist.exists():
+        hist = out / "history.json"
+    history = json.loads(hist.read_text()) if hist.exists() else []
     save_history(cfg.name, history, models_dir)
     return card
 
@@ -572,6 +639,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale-jitter", type=float, default=d.scale_jitter)
     parser.add_argument("--model", type=str, default=None,
                         help='model config as JSON, e.g. \'{"widths": [8, 16, 32, 64, 128]}\'')
+    parser.add_argument("--init", type=str, default=None,
+                        help="start from these weights (a .pt with its model card beside it, e.g. "
+                             "assets/models/joint.pt); the card counts the steps on from them")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
@@ -594,7 +664,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        tile=args.tile, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
                        seed=args.seed, loss=args.loss, class_weights=tuple(args.class_weights),
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                       val_tiles=args.val_tiles, scale_jitter=args.scale_jitter, model=model)
+                       val_tiles=args.val_tiles, scale_jitter=args.scale_jitter, model=model,
+                       init=args.init)
 
 
 def run(args: argparse.Namespace) -> int:
