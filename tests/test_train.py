@@ -154,3 +154,41 @@ def test_joint_and_binary_start_from_the_same_backbone(tmp_path):
     body = [k for k in wj if not k.startswith("head.")]
     assert body and all(torch.equal(wj[k], wb[k]) for k in body)
     assert wj["head.weight"].shape[0] == 3 and wb["head.weight"].shape[0] == 1
+
+
+def test_init_continues_from_shipped_weights_and_counts_on(tmp_path):
+    """--init starts from an exported model (checksum checked) and its card and
+    history count the steps on from it; a damaged or mismatched file is refused."""
+    first = tmp_path / "m1"
+    run(cfg(), tmp_path / "a", first)
+    card1 = load_card("joint", first)
+    start, _ = load_model("joint", first)
+
+    second = tmp_path / "m2"
+    c = cfg(init=str(first / "joint.pt"), seed=1)
+    state = run(c, tmp_path / "b", second, stop_at=1)      # one step from the shipped weights
+    assert state.step == 1
+    after = weights_of(tmp_path / "b" / "checkpoint.pt")
+    before = start.state_dict()
+    # one small step from the start, not a fresh random network
+    diffs = [float((after[k] - before[k]).abs().max()) for k in before if before[k].dtype.is_floating_point]
+    assert max(diffs) < 0.05
+    run(c, tmp_path / "b", second, resume=True)
+    card2 = load_card("joint", second)
+    prior = card1["training"]["steps"]
+    assert card2["training"]["init"]["sha256"] == card1["sha256"]
+    assert card2["training"]["total_steps"] == prior + card2["training"]["steps"]
+    steps = [r["step"] for r in load_history("joint", second)]
+    assert steps == sorted(steps) and steps[0] <= prior < steps[-1]
+
+    (tmp_path / "bad").mkdir()
+    bad = tmp_path / "bad" / "joint.pt"
+    bad.write_bytes((first / "joint.pt").read_bytes()[:-10])
+    (tmp_path / "bad" / "joint.json").write_text((first / "joint.json").read_text())
+    from veer.errors import ModelFileError
+    with pytest.raises(ModelFileError, match="checksum"):
+        run(cfg(init=str(bad)), tmp_path / "c", tmp_path / "m3")
+    with pytest.raises(ConfigError, match="not for binary_curve1"):
+        run(cfg(task="binary", target="curve1", init=str(first / "joint.pt")), tmp_path / "d", tmp_path / "m4")
+    with pytest.raises(ConfigError, match="not found"):
+        run(cfg(init=str(tmp_path / "nope.pt")), tmp_path / "e", tmp_path / "m5")
