@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 import pytest
 
 from veer import bench
+from veer.classes import write_mask
 from veer.errors import VeerError
 
 
@@ -36,7 +38,7 @@ def test_matmul_peak_is_measured():
 def test_table_shows_every_figure_and_marks_targets():
     text = bench.table({"segment": canned_segment(), "synth": {"tiles_per_s": 321.0, "tile_size": 256}})
     for needle in ("1664 x 17864", "17.00 s", "29.0 CPU-s", "900 MB", "2.50x", "8.10 GMAC/Mpx", "321 tiles/s",
-                   "24 of 160 tiles", "% of the matmul peak"):
+                   "24 of 160 tiles", "% of the fp32 matmul peak"):
         assert needle in text
     assert "MISSED" not in text and text.count("[target met]") == 3
     slow = bench.table({"segment": canned_segment(end_to_end_s=40.0, speedup=1.3, peak_rss_mb=3000.0)})
@@ -107,3 +109,100 @@ def test_bench_segment_without_weights_is_one_clear_error(tmp_path):
     with pytest.raises(VeerError, match="joint"):
         bench.bench_segment(log=np.full((40, 40), 255, np.uint8), models_dir=str(tmp_path), device="cpu",
                             naive_tiles=1, say=lambda _: None)
+
+
+# --------------------------------------------------------------------------- the load test (many sessions)
+
+
+def tiny_upload():
+    """A small scan (PNG bytes) with a truth mask: thin vertical strokes on paper."""
+    from veer.io import png_bytes
+
+    rng = np.random.default_rng(3)
+    gray = np.full((200, 150), 235, np.uint8)
+    gray[rng.random(gray.shape) < 0.03] = 40
+    truth = np.zeros(gray.shape, np.uint8)
+    gray[:, 60:63], truth[:, 60:63] = 20, 1
+    gray[::6, 100:102], truth[::6, 100:102] = 20, 2
+    truth[10:12, 60:63] = 255
+    return png_bytes(gray), truth
+
+
+def test_load_test_queues_sessions_and_every_result_equals_a_single_run(tiny_models, monkeypatch):
+    from veer import infer, loadtest
+
+    real_run = infer.Segmenter._run
+
+    def held_run(self, *args, **kwargs):  # hold the slot long enough that the other sessions must queue
+        time.sleep(0.4)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(infer.Segmenter, "_run", held_run)
+    data, truth = tiny_upload()
+    limit_before = infer.queue_status()["limit"]
+    fig = loadtest.load_test(sessions=3, max_concurrent_runs=1, data=data, name="tiny.png", truth=truth,
+                             models_dir=tiny_models, tile=64, overlap=0.25, batch=2, device="cpu",
+                             say=lambda _: None)
+    assert set(loadtest.FIGURE_KEYS) <= set(fig)
+    assert fig["ok"] and fig["failed"] == 0 and fig["errors"] == []
+    assert fig["identical"] == fig["scores_identical"] == fig["sessions"] == 3
+    assert fig["max_concurrent"] == 1 and fig["segmenters"] == 1  # one shared segmenter
+    assert fig["queued"] >= 1 and 1 <= fig["max_queue_position"] <= 2
+    assert fig["tiles"] > 3 and (fig["height"], fig["width"]) == (200, 150)
+    assert fig["wall_s"] >= 3 * 0.4 and fig["latency_max_s"] >= fig["latency_median_s"] > 0
+    assert fig["wait_max_s"] >= 0.3  # the last one waited for at least one other run
+    assert fig["peak_rss_mb"] >= fig["single_peak_rss_mb"] > 10 and fig["rss_growth_mb"] >= 0
+    assert fig["sampled_rss_mb"]["load_peak"] > 10
+    assert len(fig["per_session"]) == 3 and all(s["identical"] for s in fig["per_session"])
+    assert infer.queue_status()["limit"] == limit_before  # the gate is restored
+    text = loadtest.table(fig)
+    for needle in ("3/3 (scores 3/3)", "at most 1 segmenting", "largest queue position", "peak memory", "ok"):
+        assert needle in text
+    json.dumps(fig)  # JSON-able as it is
+
+
+def test_load_test_separate_pipeline_runs_truly_concurrently_and_identically():
+    import torch
+
+    from veer import infer, loadtest
+    from veer.model import build_model
+
+    torch.manual_seed(1)
+    models = [build_model({"widths": [4, 8], "blocks": [0], "attn_layers": 0}, 1) for _ in range(3)]
+    seg = infer.Segmenter.from_models("separate", models, "cpu", tile=64, overlap=0.25, batch_size=2)
+    data, truth = tiny_upload()
+    fig = loadtest.load_test(sessions=3, max_concurrent_runs=3, data=data, name="tiny.png", truth=truth,
+                             mode="separate", get_segmenter=lambda: seg, say=lambda _: None)
+    assert fig["ok"] and fig["identical"] == 3 and fig["scores_identical"] == 3
+    assert fig["queued"] == 0 and fig["max_queue_position"] == 0 and fig["max_concurrent"] == 3
+
+
+def test_load_verb_prints_writes_json_and_fails_when_results_differ(tiny_models, tmp_path, monkeypatch, capsys):
+    from veer import loadtest
+
+    monkeypatch.setattr(bench, "BENCH_JSON", tmp_path / "bench.json")
+    (tmp_path / "bench.json").write_text(json.dumps({"segment": {"end_to_end_s": 20.0}}))
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = tmp_path / "load.json"
+    args = parser.parse_args(["--what", "load", "--sessions", "2", "--max-concurrent", "1", "--height", "256",
+                              "--width", "256", "--models", str(tiny_models), "--tile", "64", "--device", "cpu",
+                              "--json", str(out), "--save"])
+    assert bench.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "identical" in printed and "2/2" in printed and "256 x 256 px" in printed
+    load = json.loads(out.read_text())["load"]
+    assert load["sessions"] == 2 and load["ok"] and set(loadtest.FIGURE_KEYS) <= set(load)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["segment"]["end_to_end_s"] == 20.0 and saved["load"]["identical"] == 2  # merged, not replaced
+
+    data, truth = tiny_upload()  # a scan file with its truth mask beside it, as the samples have
+    (tmp_path / "tiny.png").write_bytes(data)
+    write_mask(tmp_path / "tiny.mask.png", truth, allow_ignore=True)
+    real = loadtest.load_test
+    monkeypatch.setattr(loadtest, "load_test", lambda **kw: {**real(**kw), "identical": 1, "ok": False})
+    args = parser.parse_args(["--what", "load", "--sessions", "2", "--sample", str(tmp_path / "tiny.png"),
+                              "--models", str(tiny_models), "--tile", "64", "--device", "cpu"])
+    assert bench.run(args) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and "tiny.png: 150 x 200 px" in printed and "(scores 2/2)" in printed

@@ -89,6 +89,7 @@ def seg_for(model, **kw) -> Segmenter:
     kw.setdefault("tile", 64)
     kw.setdefault("overlap", 0.25)
     kw.setdefault("batch_size", 3)
+    kw.setdefault("precision", "fp32")  # exact comparisons; bf16 is tested on its own
     return Segmenter.from_models("joint", model, "cpu", **kw)
 
 
@@ -229,7 +230,7 @@ def test_separate_pipeline_stitches_three_binary_models(gray):
     from veer.stitch import stitch
 
     models = [LocalNet(1, seed=s) for s in (1, 2, 3)]
-    seg = Segmenter.from_models("separate", models, "cpu", tile=64, overlap=0.25)
+    seg = Segmenter.from_models("separate", models, "cpu", tile=64, overlap=0.25, precision="fp32")
     res = seg.segment(gray, return_probs=True)
     assert res.mode == "separate" and res.conflict.shape == gray.shape
     assert res.conflict.dtype == np.uint8 and set(np.unique(res.conflict)) <= {0, 1, 2}
@@ -445,3 +446,35 @@ def test_cpu_worker_threads_give_the_same_result_as_one(rng):
     two = seg_for(LocalNet(), batch_size=4, workers=2).segment(img, return_probs=True)
     assert np.abs(one.probs - two.probs).max() < 1e-6
     assert np.array_equal(one.labels, two.labels)
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_precision_choice_and_its_effect(rng, monkeypatch):
+    from veer import device as vdev
+    from veer.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("VEER_PRECISION", raising=False)
+    monkeypatch.setattr(vdev, "cpu_has_bf16", lambda: True)
+    assert vdev.resolve_precision(cpu, "auto") == "bf16"       # native bf16: the fast path
+    monkeypatch.setattr(vdev, "cpu_has_bf16", lambda: False)
+    assert vdev.resolve_precision(cpu, "auto") == "fp32"       # emulated bf16 would be slower
+    monkeypatch.setenv("VEER_PRECISION", "bf16")
+    assert vdev.resolve_precision(cpu, "auto") == "bf16"       # the environment decides "auto"
+    assert vdev.resolve_precision(cpu, "fp32") == "fp32"       # an explicit choice wins
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        vdev.resolve_precision(cpu, "fp16")
+    with pytest.raises(ConfigError, match="unknown precision"):
+        vdev.resolve_precision(cpu, "fp8")
+
+    img = rng.integers(0, 256, size=(140, 130), dtype=np.uint8)
+    full = seg_for(LocalNet(), precision="fp32").segment(img, return_probs=True)
+    half = seg_for(LocalNet(), precision="bf16").segment(img, return_probs=True)
+    assert full.device.endswith("fp32") and half.device.endswith("bf16")
+    diff = np.abs(full.probs - half.probs)
+    assert 0 < diff.max() < 0.05          # bf16 really ran, and stays close
+    assert (full.labels == half.labels).mean() > 0.99
+    again = seg_for(LocalNet(), precision="bf16").segment(img, return_probs=True)
+    assert np.array_equal(again.probs, half.probs)               # and is deterministic

@@ -21,13 +21,24 @@ px, about 30 Mpx, from :func:`veer.synth.generate_log`, saved as a PNG):
 * the network's cost: GMAC per megapixel (:func:`veer.model.gmac_per_megapixel`),
   the overlap factor of the tiling, the GFLOP/s the engine achieved, and the
   CPU's fp32 matrix-multiply peak (median of ``torch.mm`` on 2048 x 2048)
-  measured in the same child just before.
+  measured in the same child just before, and the peak in the engine's own
+  precision when that is not fp32 (``--precision``, default auto: bf16 on a
+  CPU with native bf16, see :func:`veer.device.resolve_precision`).
 
 Synth (``--what synth``): :func:`veer.synth.benchmark_tiles` training tiles per
 second (single core) and the seconds to generate the whole log.
 
+Load (``--what load``, not part of ``all``): ``--sessions N`` dashboard
+sessions at once in this process, each reading the upload, segmenting with
+the process-wide shared segmenter behind a gate of ``--max-concurrent K``
+and scoring against the truth; every result must equal a single run's (exit
+status 1 otherwise). Input: the smallest bundled sample (or ``--sample``), or
+a synthetic log when ``--height``/``--width`` are given. See
+:mod:`veer.loadtest`.
+
 ``--json OUT`` writes the figures as JSON; ``--save`` writes them to
-``assets/bench.json``, which the dashboard's results page shows.
+``assets/bench.json``, which the dashboard's results page shows (a load
+test's figures are merged into it under ``load``, keeping the others).
 """
 
 from __future__ import annotations
@@ -94,14 +105,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def matmul_gflops(n: int = 2048, reps: int = 7, device: Any = "cpu") -> float:
-    """Median fp32 GFLOP/s of ``torch.mm`` on n x n matrices (one warm-up)."""
+def matmul_gflops(n: int = 2048, reps: int = 7, device: Any = "cpu", dtype: str = "fp32") -> float:
+    """Median GFLOP/s of ``torch.mm`` on n x n matrices (one warm-up), in fp32, bf16 or fp16."""
     import torch
 
     dev = torch.device(device)
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(dev)
-    b = torch.randn(n, n, generator=g).to(dev)
+    tdtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    a = torch.randn(n, n, generator=g).to(dev, tdtype)
+    b = torch.randn(n, n, generator=g).to(dev, tdtype)
     times = []
     for i in range(reps + 1):
         _sync(dev)
@@ -164,11 +176,14 @@ def _child_engine(opts: dict) -> dict:
     t0 = time.perf_counter()
     models, cards = _load_models(opts["mode"], opts.get("models_dir"), opts.get("random_weights", False))
     seg = Segmenter.from_models(opts["mode"], models, opts["device"], tile=opts["tile"],
-                                overlap=opts["overlap"], batch_size=opts.get("batch"))
+                                overlap=opts["overlap"], batch_size=opts.get("batch"),
+                                precision=opts.get("precision") or "auto")
     seg.cards = cards
     load_s = time.perf_counter() - t0
     gmac = float(sum(gmac_per_megapixel(m) for m in seg.models))
     peak_mm = matmul_gflops(n=int(opts.get("matmul_n") or 2048), device=seg.device)
+    peak_mm_prec = (peak_mm if seg.precision == "fp32" else
+                    matmul_gflops(n=int(opts.get("matmul_n") or 2048), device=seg.device, dtype=seg.precision))
     rss_ready = _rss_mb()
 
     t0 = time.perf_counter()
@@ -190,7 +205,8 @@ def _child_engine(opts: dict) -> dict:
         "segment_s": res.seconds, "segment_cpu_s": cpu_s, "write_s": write_s,
         "end_to_end_s": read_s + res.seconds + write_s,
         "peak_rss_mb": _peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
-        "gmac_per_mpx": gmac, "matmul_gflops": peak_mm,
+        "gmac_per_mpx": gmac, "matmul_gflops": peak_mm, "precision": seg.precision,
+        "matmul_gflops_precision": peak_mm_prec,
         "label_shares": [float(v) for v in np.bincount(res.labels.ravel(), minlength=3)[:3] / res.labels.size],
         "weights": "random (speed only)" if opts.get("random_weights") else "shipped",
     }
@@ -218,7 +234,7 @@ def _child_naive(opts: dict) -> dict:
     models = [m.to(dev).eval() for m in models]  # fp32, NCHW: no channels-last
     fast, _ = _load_models(opts["mode"], opts.get("models_dir"), rw)
     seg = Segmenter.from_models(opts["mode"], fast, dev, tile=opts["tile"], overlap=opts["overlap"],
-                                batch_size=opts.get("batch"))
+                                batch_size=opts.get("batch"), precision=opts.get("precision") or "auto")
     gray = read_scan(opts["image"], max_pixels=10**9).gray
     H, W = gray.shape
     plan = seg.plan(H, W)
@@ -308,7 +324,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                   device: str = "auto", models_dir: str | None = None, tile: int | None = None,
                   overlap: float | None = None, batch: int | None = None, naive_tiles: int = 24,
                   threads: int | None = None, random_weights: bool = False, seed: int = 0,
-                  log=None, say=print, matmul_n: int = 2048) -> dict:
+                  log=None, say=print, matmul_n: int = 2048, precision: str = "auto") -> dict:
     """Engine vs naive on one synthetic log; returns the figures (see the module docstring)."""
     from veer import infer
     from veer.io import save_png
@@ -332,7 +348,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                 "overlap": infer.DEFAULT_OVERLAP if overlap is None else overlap,
                 "batch": batch, "threads": threads, "random_weights": random_weights,
                 "image": image, "out_mask": str(Path(tmp) / "log.mask.png"), "naive_tiles": naive_tiles,
-                "matmul_n": matmul_n}
+                "matmul_n": matmul_n, "precision": precision}
         say("segmenting it with the engine (child process) ...")
         eng = _run_child("engine", opts)
         say(f"timing the naive way against the engine on about {naive_tiles} of {eng['tiles']} tiles, "
@@ -346,6 +362,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
         "mpx_per_s": mpx / eng["end_to_end_s"], "segment_mpx_per_s": mpx / eng["segment_s"],
         "gflop_per_s": work_gflop / eng["segment_s"],
         "peak_fraction": work_gflop / eng["segment_s"] / eng["matmul_gflops"],
+        "peak_fraction_precision": work_gflop / eng["segment_s"] / eng["matmul_gflops_precision"],
         "naive": naive, "speedup": naive["speedup"],
         "speedup_vs_full_run": naive["segment_s_est"] / eng["segment_s"],
         "generate_log_s": gen_s,
@@ -371,7 +388,9 @@ def table(fig: dict) -> str:
         rows += [
             ("log", f"{seg['width']} x {seg['height']} px ({seg['megapixels']:.1f} Mpx), {seg['mode']}, "
                     f"{seg['weights']} weights"),
-            ("device", f"{seg['device']}; fp32 matmul peak {seg['matmul_gflops']:.1f} GFLOP/s; "
+            ("device", f"{seg['device']}; fp32 matmul peak {seg['matmul_gflops']:.1f} GFLOP/s"
+                       + (f", {seg['precision']} {seg['matmul_gflops_precision']:.1f} GFLOP/s"
+                          if seg.get("precision", "fp32") != "fp32" else "") + "; "
                        f"load average {seg.get('load_average')} on {os.cpu_count()} cores"),
             ("tiling", f"{seg['tiles']} tiles of {seg['tile'][1]} x {seg['tile'][0]} px, overlap >= "
                        f"{seg['overlap']:.3g}, batch {seg['batch']}, bands of {seg['band_rows']} rows; "
@@ -396,7 +415,9 @@ def table(fig: dict) -> str:
             ("network cost", f"{seg['gmac_per_mpx']:.2f} GMAC/Mpx; x{seg['compute_factor']:.2f} overlap = "
                              f"{seg['gmac_per_mpx'] * seg['compute_factor']:.2f} GMAC per image Mpx"),
             ("achieved", f"{seg['gflop_per_s']:.1f} GFLOP/s = {100 * seg['peak_fraction']:.0f}% of the "
-                         f"matmul peak"),
+                         f"fp32 matmul peak"
+                         + (f", {100 * seg['peak_fraction_precision']:.0f}% of the {seg['precision']} one"
+                            if seg.get("precision", "fp32") != "fp32" else "")),
         ]
         if seg.get("generate_log_s") is not None:
             rows.append(("synth whole log", f"{seg['generate_log_s']:.2f} s"))
@@ -412,11 +433,20 @@ def _mark(ok: bool) -> str:
 
 
 def add_arguments(parser) -> None:
-    from veer.device import DEVICE_CHOICES
+    from veer.device import DEVICE_CHOICES, PRECISION_CHOICES
 
-    parser.add_argument("--what", choices=("segment", "synth", "all"), default="all")
-    parser.add_argument("--height", type=int, default=LOG_HEIGHT, help=f"log height in px (default {LOG_HEIGHT})")
-    parser.add_argument("--width", type=int, default=LOG_WIDTH, help=f"log width in px (default {LOG_WIDTH})")
+    parser.add_argument("--what", choices=("segment", "synth", "all", "load"), default="all",
+                        help="what to measure (default all = segment and synth; load: many sessions at once)")
+    parser.add_argument("--height", type=int, default=None,
+                        help=f"log height in px (default {LOG_HEIGHT}; for load: a synthetic log instead of a sample)")
+    parser.add_argument("--width", type=int, default=None,
+                        help=f"log width in px (default {LOG_WIDTH}; for load: a synthetic log instead of a sample)")
+    parser.add_argument("--sessions", type=int, default=8, metavar="N",
+                        help="load: concurrent dashboard sessions (default 8)")
+    parser.add_argument("--max-concurrent", type=int, default=None, metavar="K",
+                        help="load: segmentations allowed at once (default VEER_MAX_CONCURRENT, else 1 on CPU, 2 on CUDA)")
+    parser.add_argument("--sample", default=None, metavar="NAME",
+                        help="load: bundled sample (stem, file name or path; default the smallest in assets/samples)")
     parser.add_argument("--mode", choices=("joint", "separate"), default="joint")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     parser.add_argument("--models", default=None, metavar="DIR", help="weights folder (default assets/models)")
@@ -424,6 +454,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overlap", type=float, default=None, help="least tile overlap (default the segmenter's)")
     parser.add_argument("--batch", type=int, default=None, help="tiles per batch (default by device)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="the engine's arithmetic (default auto; the naive way is always fp32)")
     parser.add_argument("--naive-tiles", type=int, default=24,
                         help="tiles timed the naive way (and again by the engine, interleaved)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log")
@@ -452,15 +484,47 @@ def run(args) -> int:
         fig["synth"] = bench_synth()
     if args.what in ("segment", "all"):
         fig["segment"] = bench_segment(
-            height=args.height, width=args.width, mode=args.mode, device=args.device,
+            height=args.height or LOG_HEIGHT, width=args.width or LOG_WIDTH, mode=args.mode, device=args.device,
             models_dir=args.models, tile=args.tile, overlap=args.overlap, batch=args.batch,
             naive_tiles=args.naive_tiles, threads=args.threads, random_weights=args.random_weights,
-            seed=args.seed, say=say)
-    print(table(fig))
-    for path in ([args.json] if args.json else []) + ([BENCH_JSON] if args.save else []):
-        write_json(path, fig)
-        say(f"figures written to {path}")
-    return 0
+            seed=args.seed, say=say, precision=args.precision)
+    if args.what == "load":
+        from veer import loadtest
+
+        if args.threads:
+            from veer.device import set_cpu_threads
+
+            set_cpu_threads(args.threads)
+        load = loadtest.load_test(
+            sessions=args.sessions, max_concurrent_runs=args.max_concurrent, mode=args.mode,
+            device=args.device, models_dir=args.models, sample=args.sample, height=args.height,
+            width=args.width, seed=args.seed, tile=args.tile, overlap=args.overlap, batch=args.batch,
+            random_weights=args.random_weights, say=say)
+        fig["load"] = {"created": fig["created"], "command": fig["command"], **load}
+        print(loadtest.table(load))
+    else:
+        print(table(fig))
+    if args.json:
+        write_json(args.json, fig)
+        say(f"figures written to {args.json}")
+    if args.save:
+        write_json(BENCH_JSON, _merged_with_saved(fig, args.what))
+        say(f"figures written to {BENCH_JSON}")
+    return 0 if fig.get("load", {}).get("ok", True) else 1
+
+
+def _merged_with_saved(fig: dict, what: str) -> dict:
+    """What --save writes: a load test joins the saved figures; other runs keep a saved load test."""
+    saved = {}
+    try:
+        saved = json.loads(BENCH_JSON.read_text())
+    except (OSError, ValueError):
+        pass
+    if not isinstance(saved, dict):
+        saved = {}
+    if what == "load":
+        return {**saved, "load": fig["load"]} if saved else fig
+    return {**fig, "load": saved["load"]} if "load" in saved else fig
 
 
 if __name__ == "__main__":

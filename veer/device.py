@@ -8,6 +8,7 @@ import os
 from veer.errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
 def pick_device(preference: str = "auto"):
@@ -48,15 +49,71 @@ def describe_device(device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def autocast(device):
-    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere."""
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX tiles or AVX-512 BF16), where
+    bf16 convolutions run faster than fp32 instead of being emulated."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        fn = getattr(cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # noqa: BLE001 - a probe that fails means "no"
+            pass
+    return False
+
+
+def resolve_precision(device, precision: str | None = "auto") -> str:
+    """The arithmetic a run on ``device`` uses: "fp32", "bf16" or "fp16".
+
+    ``auto`` (or the ``VEER_PRECISION`` environment variable): on CUDA bf16
+    where the GPU supports it, else fp16; on a CPU with native bf16 (AMX or
+    AVX-512 BF16) bf16, else fp32; fp32 on Apple MPS. An explicit choice the
+    device cannot honour is a ConfigError.
+    """
     import torch
 
     device = torch.device(device)
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    pref = (precision or "auto").lower()
+    if pref == "auto":
+        pref = os.environ.get("VEER_PRECISION", "auto").lower() or "auto"
+    if pref not in PRECISION_CHOICES:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
+    if pref == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu" and cpu_has_bf16():
+            return "bf16"
+        return "fp32"
+    if pref == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if pref == "bf16" and device.type == "mps":
+        raise ConfigError("--precision bf16 is not supported on Apple MPS; use fp32")
+    return pref
+
+
+def autocast(device, precision: str | None = None):
+    """The autocast context for ``device``.
+
+    ``precision=None`` (training): mixed precision on CUDA (bf16 where
+    supported, else fp16), full fp32 elsewhere. Otherwise a value from
+    :func:`resolve_precision`: "fp32" is a no-op, "bf16"/"fp16" autocast on
+    the device (bf16 on the CPU).
+    """
+    import torch
+
+    device = torch.device(device)
+    if precision is None:
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def set_cpu_threads(n: int | None = None) -> int:
