@@ -1,6 +1,7 @@
-"""Results explorer: training curves, joint vs separate vs archive, per-sample scores, speed.
+"""Results explorer: training curves, joint vs separate vs archive, per-sample scores, speed, batch runs.
 
-Layout and widgets only: readers and figures are in veer.viz, evaluation in veer.evaluate.
+Layout and widgets only: readers and figures are in veer.viz, evaluation in veer.evaluate, batch outputs
+in veer.batch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import streamlit as st
 from veer import viz
 
 viz.ensure_navigation()
+from veer import batch
 from veer.errors import VeerError
 
 BENCH_FILE = viz.ASSETS / "bench.json"
@@ -191,3 +193,71 @@ else:
         st.plotly_chart(fig, key="bench")
     with st.expander("Raw benchmark record"):
         st.json(bench)
+
+# --------------------------------------------------------------------------- batch runs
+st.header("Batch runs")
+st.write("Open the output folder of a `python -m veer batch` run to see its summary, its failures and, "
+         "scan by scan, the mask and the digitised curves it wrote.")
+batch_dir = st.text_input("Batch output folder", key="batch_dir", placeholder="e.g. results/",
+                          help="The --out folder of 'python -m veer batch', as this server sees it.")
+if not batch_dir.strip():
+    st.info("No batch folder given. Make one with `python -m veer batch SCANS... --out results/` "
+            "(files, folders or glob patterns), then give that folder here.", icon=":material/info:")
+else:
+    try:
+        summary = batch.open_batch(batch_dir)
+    except VeerError as exc:
+        summary = None
+        st.error(str(exc), icon=":material/error:")
+    if summary is not None:
+        figs = batch.batch_figures(summary)
+        k1, k2, k3, k4, k5 = st.columns(5)
+        k1.metric("Scans done", f"{figs['done']:,} of {figs['scans']:,}",
+                  help=f"{figs['skipped']:,} of them finished by an earlier run" if figs["skipped"] else None)
+        k2.metric("Scans failed", f"{figs['failed']:,}")
+        k3.metric("Megapixels", f"{figs['megapixels']:,.1f}")
+        k4.metric("Median seconds per scan", viz.fmt(figs["median_seconds"]))
+        k5.metric("Mean coverage, curve 1 / curve 2",
+                  f"{viz.fmt(figs['coverage_curve1'])} / {viz.fmt(figs['coverage_curve2'])}",
+                  help="Share of (row, track) places where the curve was found, averaged over the scans done.")
+        st.caption(f"Device: {', '.join(figs['devices']) or 'not recorded'}.")
+        st.dataframe(summary, hide_index=True, width="stretch", key="batch_summary")  # raw: archives are long
+        st.download_button("Batch summary (CSV)", viz.frame_csv(summary), file_name="veer_batch_summary.csv",
+                           mime="text/csv", on_click="ignore", key="dl_batch_summary")
+        failures = batch.batch_failures(summary)
+        if len(failures):
+            st.subheader(f"Failures ({len(failures):,})")
+            viz.show_table(st, failures, key="batch_failures")
+        stems = batch.browsable_scans(summary)
+        if not stems:
+            st.info("No finished scan in this batch to show.", icon=":material/info:")
+        else:
+            st.subheader("One scan")
+            stem = st.selectbox("Scan", stems, key="batch_scan")
+            try:
+                view = batch.open_scan(batch_dir, summary, stem)
+            except VeerError as exc:
+                view = None
+                st.error(str(exc), icon=":material/error:")
+            if view is not None:
+                st.plotly_chart(viz.mask_figure(view.labels, view.conflict, title=f"{stem}: mask"), key="batch_mask",
+                                config={"scrollZoom": True, "displaylogo": False})
+                h, w = view.labels.shape
+                note = f"{w:,} x {h:,} px"
+                if view.row.get("device"):
+                    note += f" · {view.row['device']}"
+                if view.row.get("las_note"):
+                    note += f" · {view.row['las_note']}"
+                st.caption(note)
+                if view.curves is None:
+                    st.info(f"No curves CSV for {stem} in this folder.", icon=":material/info:")
+                else:
+                    st.dataframe(view.curves, hide_index=True, width="stretch", key="batch_curves")
+                labels = {"mask": ("Mask (PNG)", "image/png"), "conflict": ("Conflict map (PNG)", "image/png"),
+                          "curves_csv": ("Curves (CSV)", "text/csv"),
+                          "las": ("Curves by depth (LAS 2.0)", "text/plain")}
+                cols = st.columns(len(view.outputs) or 1)
+                for col, (kind, path) in zip(cols, view.outputs.items()):
+                    label, mime = labels[kind]
+                    col.download_button(label, view.files[kind], file_name=path.name, mime=mime,
+                                        on_click="ignore", key=f"dl_batch_{kind}")

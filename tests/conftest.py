@@ -51,3 +51,45 @@ def samples_dir() -> Path:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     return MODELS
+
+
+@pytest.fixture(scope="session")
+def batch_run(tmp_path_factory) -> dict:
+    """A small finished ``veer batch`` output folder: two good scans and one corrupt one.
+
+    Made by :func:`veer.batch.run_batch` itself on an in-process Dask cluster
+    (no worker processes to start) with the batch's test-only threshold
+    segmenter (no weights), and a depth calibration so that LAS files are
+    written too. Two synthetic 256 x 512 logs whose tracks veer.digitize finds
+    (as in test_batch's make_scans) plus ``corrupt.tif``; a few seconds in all.
+    Returns {"out", "scans", "corrupt"}. Shared: copy ``out`` before changing it.
+    """
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from veer import batch
+    from veer.digitize import Calibration, find_tracks
+    from veer.io import read_image
+    from veer.synth import generate_log, save_log
+
+    root = tmp_path_factory.mktemp("batch_run")
+    scans_dir = root / "scans"
+    scans: list[Path] = []
+    for seed in range(100, 1000):
+        path = Path(save_log(generate_log(seed, height=256, width=512), scans_dir, f"scan{len(scans):04d}")["image"])
+        if find_tracks(read_image(path)):
+            scans.append(path)
+        else:
+            for p in scans_dir.glob(f"{path.name.split('.')[0]}.*"):
+                p.unlink()
+        if len(scans) == 2:
+            break
+    corrupt = scans_dir / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + bytes(200))
+    out = root / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        batch.run_batch([scans_dir], out, segmenter="threshold", client=client, progress=False,
+                        calibration=Calibration(depth_points=((0.0, 1000.0), (255.0, 1051.0))))
+    return {"out": out, "scans": scans, "corrupt": corrupt}

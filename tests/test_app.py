@@ -357,3 +357,80 @@ def test_shipped_models_segment_a_bundled_sample(root):
     assert table is not None
     joint = table[(table["pipeline"] == viz.PIPELINE_LABELS["joint"]) & (table["class"] == "mean (curves only)")]
     assert float(joint["f1"].iloc[0]) > 0.15  # trained weights find the curves (untrained: about 0)
+
+
+# --------------------------------------------------------------------------- the results explorer: batch runs
+
+def frame_with(at: AppTest, *columns: str):
+    """The first table on the page that has all of ``columns``, or None."""
+    for df in at.dataframe:
+        if set(columns) <= set(df.value.columns):
+            return df.value
+    return None
+
+
+def open_batch_page(monkeypatch, tmp_path, folder: str | None) -> AppTest:
+    monkeypatch.setattr(viz, "MODELS_DIR", tmp_path / "no_models")  # the other sections stay quick
+    monkeypatch.setattr(viz, "SAMPLES_DIR", tmp_path / "no_samples")
+    at = open_page("pages/results_explorer.py")
+    no_exception(at)
+    if folder is not None:
+        at.text_input(key="batch_dir").set_value(folder).run()
+        no_exception(at)
+    return at
+
+
+def test_results_explorer_opens_a_batch_and_browses_its_scans(monkeypatch, tmp_path, batch_run):
+    import pandas as pd
+
+    out = batch_run["out"]
+    at = open_batch_page(monkeypatch, tmp_path, None)
+    assert at.text_input(key="batch_dir").value == ""
+    assert "python -m veer batch SCANS... --out results/" in texts(at)  # the hint, before any folder
+    at.text_input(key="batch_dir").set_value(str(out)).run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+
+    summary = frame_with(at, "stem", "status", "las_note")
+    assert summary is not None and list(summary["stem"]) == ["corrupt", "scan0000", "scan0001"]
+    assert list(summary["status"]) == ["failed", "done", "done"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Scans done"] == "2 of 3" and metrics["Scans failed"] == "1"
+    assert metrics["Megapixels"] == "0.3"
+    assert metrics["Mean coverage, curve 1 / curve 2"].endswith(" / 0.00")
+    assert "CPU (threshold, test-only)" in texts(at)
+    failures = [df.value for df in at.dataframe if list(df.value.columns) == ["stem", "input", "error"]]
+    assert len(failures) == 1 and list(failures[0]["stem"]) == ["corrupt"]
+    assert "corrupt.tif" in failures[0]["error"].iloc[0]
+
+    scan = at.selectbox(key="batch_scan")
+    assert scan.options == ["scan0000", "scan0001"] and scan.value == "scan0000"
+    assert at.get("plotly_chart")
+    curves = frame_with(at, "row", "track", "curve1_x")
+    pd.testing.assert_frame_equal(curves, pd.read_csv(out / "scan0000.curves.csv"), check_dtype=False)
+    labels = {b.label for b in at.get("download_button")}
+    assert {"Batch summary (CSV)", "Mask (PNG)", "Curves (CSV)", "Curves by depth (LAS 2.0)"} <= labels
+    assert "Conflict map (PNG)" not in labels  # a joint run writes none
+
+    at.selectbox(key="batch_scan").set_value("scan0001").run()
+    no_exception(at)
+    curves = frame_with(at, "row", "track", "curve1_x")
+    pd.testing.assert_frame_equal(curves, pd.read_csv(out / "scan0001.curves.csv"), check_dtype=False)
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "damaged summary"])
+def test_results_explorer_shows_a_bad_batch_folder_as_an_error(kind, monkeypatch, tmp_path, batch_run):
+    import shutil
+
+    if kind == "missing folder":
+        folder, says = tmp_path / "no_such_batch", "no such folder"
+    else:
+        folder, says = Path(shutil.copytree(batch_run["out"], tmp_path / "damaged")), "damaged"
+        (folder / "summary.parquet").unlink()
+        (folder / "summary.csv").write_bytes(bytes(range(256)) * 8)
+    at = open_batch_page(monkeypatch, tmp_path, str(folder))
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and says in errors[0] and str(folder) in errors[0]
+    assert "Traceback" not in errors[0]
+    assert frame_with(at, "stem", "status") is None  # no summary, no scan picker
+    assert "batch_scan" not in {s.key for s in at.selectbox}

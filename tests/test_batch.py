@@ -232,6 +232,168 @@ def test_load_summary_without_a_batch_is_a_clear_error(tmp_path):
         batch.load_summary(tmp_path)
 
 
+# ------------------------------------------------------------------ reading a finished batch (results page)
+
+def copy_batch(batch_run, dest: Path) -> Path:
+    """A private copy of the shared batch output (its summary still names the original's files)."""
+    import shutil
+
+    return Path(shutil.copytree(batch_run["out"], dest))
+
+
+def test_open_batch_gives_the_summary_headline_figures_and_failures(batch_run, tmp_path):
+    import pandas as pd
+
+    df = batch.open_batch(batch_run["out"])
+    assert list(df["stem"]) == ["corrupt", "scan0000", "scan0001"]
+    assert list(df["status"]) == ["failed", "done", "done"]
+    done = df[df["status"] == "done"]
+    figs = batch.batch_figures(df)
+    assert {k: figs[k] for k in ("scans", "done", "skipped", "failed")} == {"scans": 3, "done": 2, "skipped": 0,
+                                                                          "failed": 1}
+    assert figs["megapixels"] == pytest.approx(2 * 256 * 512 / 1e6, abs=1e-3)
+    assert figs["median_seconds"] == pytest.approx(float(done["seconds"].median())) and figs["median_seconds"] > 0
+    assert figs["devices"] == ["CPU (threshold, test-only)"]
+    assert figs["coverage_curve1"] == pytest.approx(float(done["coverage_curve1"].mean()))
+    assert 0 < figs["coverage_curve1"] <= 1
+    assert figs["coverage_curve2"] == 0.0  # the threshold segmenter never labels curve2
+    failures = batch.batch_failures(df)
+    assert list(failures.columns) == ["stem", "input", "error"] and list(failures["stem"]) == ["corrupt"]
+    assert failures["input"][0] == str(batch_run["corrupt"].resolve()) and "corrupt.tif" in failures["error"][0]
+    assert batch.browsable_scans(df) == ["scan0000", "scan0001"]
+    # a run killed before it wrote its summary: the same figures from the manifest
+    copy = copy_batch(batch_run, tmp_path / "killed")
+    (copy / batch.SUMMARY_CSV).unlink()
+    (copy / batch.SUMMARY_PARQUET).unlink()
+    again = batch.open_batch(copy)  # in the order the scans finished
+    assert dict(zip(again["stem"], again["status"])) == dict(zip(df["stem"], df["status"]))
+    assert batch.batch_figures(again) == figs
+    # the CSV alone (no pyarrow, or the parquet file gone) reads back the same table
+    copy2 = copy_batch(batch_run, tmp_path / "csv_only")
+    (copy2 / batch.SUMMARY_PARQUET).unlink()
+    pd.testing.assert_frame_equal(batch.open_batch(copy2), df, check_dtype=False)
+
+
+def test_open_scan_reads_its_mask_curves_and_files_inside_the_folder(batch_run, tmp_path):
+    import base64
+    import io
+
+    import pandas as pd
+
+    from veer import viz
+    from veer.classes import CLASSES, colorize, read_mask
+
+    out = batch_run["out"]
+    df = batch.open_batch(out)
+    outputs = batch.scan_outputs(out, df, "scan0000")
+    assert outputs == {"mask": out / "scan0000.mask.png", "curves_csv": out / "scan0000.curves.csv",
+                       "las": out / "scan0000.las"}  # joint mode: no conflict map
+    view = batch.open_scan(out, df, "scan0000")
+    assert view.stem == "scan0000" and view.row["status"] == "done" and view.row["width"] == 512
+    np.testing.assert_array_equal(view.labels, read_mask(out / "scan0000.mask.png"))
+    assert view.labels.shape == (256, 512) and set(np.unique(view.labels)) == {0, 1}
+    assert view.conflict is None
+    pd.testing.assert_frame_equal(view.curves, pd.read_csv(out / "scan0000.curves.csv"))
+    assert {"row", "track", "curve1_x", "depth"} <= set(view.curves.columns) and len(view.curves) >= 256
+    assert view.files == {k: p.read_bytes() for k, p in outputs.items()}
+    assert view.files["las"].lstrip().startswith(b"~V")
+
+    # the figure: the mask in the class colours, pixel for pixel, with the class legend
+    fig = viz.mask_figure(view.labels, title="scan0000")
+    images = [t for t in fig.data if t.type == "image"]
+    assert len(images) == 1
+    png = base64.b64decode(images[0].source.split(",", 1)[1])
+    shown = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    np.testing.assert_array_equal(shown, colorize(view.labels))
+    assert {t.name for t in fig.data if t.type == "scatter"} == {c.label for c in CLASSES}
+
+    # a folder moved elsewhere still opens: its files are found by name inside it
+    moved = copy_batch(batch_run, tmp_path / "moved")
+    assert set(batch.scan_outputs(moved, df, "scan0001").values()) == {
+        moved / "scan0001.mask.png", moved / "scan0001.curves.csv", moved / "scan0001.las"}
+
+
+def test_a_separate_mode_scan_shows_its_conflict_map(batch_run, tmp_path):
+    from veer import viz
+
+    out = tmp_path / "sep"
+    out.mkdir()
+    scan = batch_run["scans"][0]
+    job = batch.ScanJob(input=str(scan), stem="s", out_dir=str(out), size=scan.stat().st_size, mtime_ns=0)
+    rec = batch.process_scan(job, batch.BatchOptions(mode="separate", segmenter="threshold"))
+    assert rec["status"] == "done", rec["error"]
+    batch.write_summary(batch.summary_frame([rec]), out)
+    df = batch.open_batch(out)
+    assert set(batch.scan_outputs(out, df, "s")) == {"mask", "conflict", "curves_csv"}  # no calibration: no LAS
+    view = batch.open_scan(out, df, "s")
+    assert view.conflict is not None and view.conflict.shape == view.labels.shape
+    assert not view.conflict.any()  # the threshold segmenter's masks never disagree
+    fig = viz.mask_figure(view.labels, view.conflict)
+    assert len([t for t in fig.data if t.type == "image"]) == 2
+    assert set(viz.CONFLICT_LABELS.values()) <= {t.name for t in fig.data if t.type == "scatter"}
+
+
+def _bad_folder(kind: str, tmp_path: Path, batch_run) -> tuple[str, str]:
+    """(folder as typed, what the error must say) for each way of giving a bad batch folder."""
+    if kind == "empty text":
+        return "  ", "give the output folder"
+    if kind == "missing":
+        return str(tmp_path / "nope"), "no such folder"
+    if kind == "a file":
+        (tmp_path / "f.csv").write_text("x")
+        return str(tmp_path / "f.csv"), "not a folder"
+    if kind == "no summary":
+        (tmp_path / "empty").mkdir()
+        return str(tmp_path / "empty"), "no batch summary"
+    copy = copy_batch(batch_run, tmp_path / "b")
+    (copy / batch.SUMMARY_PARQUET).unlink()
+    csv = copy / batch.SUMMARY_CSV
+    if kind == "binary csv":
+        csv.write_bytes(bytes(range(256)) * 8)
+        return str(copy), "damaged"
+    if kind == "empty csv":
+        csv.write_bytes(b"")
+        return str(copy), "damaged"
+    if kind == "foreign csv":
+        csv.write_text("a,b\n1,2\n")
+        return str(copy), "not a veer batch summary"
+    if kind == "damaged parquet":
+        csv.unlink()
+        (copy / batch.SUMMARY_PARQUET).write_bytes(b"PAR1 cut short")
+        return str(copy), "damaged"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["empty text", "missing", "a file", "no summary", "binary csv", "empty csv",
+                                  "foreign csv", "damaged parquet"])
+def test_a_bad_batch_folder_is_a_one_line_error(kind, tmp_path, batch_run):
+    folder, says = _bad_folder(kind, tmp_path, batch_run)
+    with pytest.raises(ConfigError) as info:
+        batch.open_batch(folder)
+    message = str(info.value)
+    assert says in message and "\n" not in message and "Traceback" not in message
+    if folder.strip():
+        assert folder in message  # names the folder or the file at fault
+
+
+def test_open_scan_reports_missing_and_damaged_outputs(batch_run, tmp_path):
+    from veer.errors import MaskError, VeerError
+
+    copy = copy_batch(batch_run, tmp_path / "b")
+    df = batch.open_batch(copy)
+    (copy / "scan0000.mask.png").unlink()  # the original still exists: only the copy is looked in
+    with pytest.raises(ConfigError, match="scan0000.mask.png"):
+        batch.open_scan(copy, df, "scan0000")
+    (copy / "scan0001.curves.csv").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ConfigError, match="curves CSV is damaged"):
+        batch.open_scan(copy, df, "scan0001")
+    (copy / "scan0001.mask.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    with pytest.raises(MaskError, match="scan0001.mask.png"):
+        batch.open_scan(copy, df, "scan0001")
+    with pytest.raises(VeerError, match="no such scan"):
+        batch.open_scan(copy, df, "nope")
+
+
 # ------------------------------------------------------------------ whole runs on a LocalCluster
 
 @pytest.mark.slow

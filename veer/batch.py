@@ -23,7 +23,9 @@ Usage::
     python -m veer batch scans/ --out results/ --scheduler tcp://HOST:8786
     python -m veer batch --bench [--bench-scans 12]     # scans/minute with 1 and 2 workers here
 
-From Python (the dashboard's results page uses :func:`load_summary`)::
+From Python (the dashboard's results page uses :func:`open_batch` and the
+readers after it: :func:`batch_figures`, :func:`batch_failures`,
+:func:`scan_outputs`, :func:`open_scan`)::
 
     from veer.batch import run_batch, load_summary
     df = run_batch(["scans/"], "results/", mode="joint", workers=2)   # pandas.DataFrame
@@ -858,28 +860,235 @@ def load_summary(out_dir: PathLike):
 
     Reads ``summary.parquet`` (or ``summary.csv``); for a run that was killed
     before it wrote them, rebuilds the table from ``manifest.jsonl``. Raises
-    :class:`ConfigError` when the folder holds no batch.
+    :class:`ConfigError` when the folder holds no batch, or when its summary is
+    damaged or is not a veer batch summary (one line, naming the file).
     """
     import pandas as pd
 
     out = Path(out_dir)
+    parquet_error = None
     if (out / SUMMARY_PARQUET).exists():
-        with contextlib.suppress(ImportError, OSError, ValueError):
-            return pd.read_parquet(out / SUMMARY_PARQUET)
+        try:
+            return _checked_summary(pd.read_parquet(out / SUMMARY_PARQUET), out / SUMMARY_PARQUET)
+        except (ImportError, OSError, ValueError) as exc:  # damaged or no pyarrow: the CSV is the same table
+            parquet_error = exc
     if (out / SUMMARY_CSV).exists():
-        df = pd.read_csv(out / SUMMARY_CSV, keep_default_na=False, na_values=[""])
-        for c in ("error", "device", "worker", "mask", "conflict", "curves_csv", "las", "las_note", "sha256"):
+        try:
+            df = pd.read_csv(out / SUMMARY_CSV, keep_default_na=False, na_values=[""],
+                             dtype={c: str for c in _TEXT_COLUMNS})  # an all-empty column stays text
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise _damaged(out / SUMMARY_CSV, exc) from None
+        df = _checked_summary(df, out / SUMMARY_CSV)
+        for c in _TEXT_COLUMNS:
             if c in df:
                 df[c] = df[c].fillna("").astype(str)
         for c in ("width", "height", "n_tracks"):
             if c in df:
                 df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
         return df[[c for c in SUMMARY_COLUMNS if c in df.columns]]
+    if parquet_error is not None and not isinstance(parquet_error, ImportError):
+        raise _damaged(out / SUMMARY_PARQUET, parquet_error)
     manifest = Manifest(out)
     if manifest.entries:
         return summary_frame(list(manifest.entries.values()))
     raise ConfigError(f"{out}: no batch summary here (summary.csv, summary.parquet or manifest.jsonl); "
                       f"run 'python -m veer batch ... --out {out}' first")
+
+
+_TEXT_COLUMNS = ("error", "device", "worker", "mask", "conflict", "curves_csv", "las", "las_note", "sha256")
+#: Columns without which a table is not a batch summary.
+REQUIRED_SUMMARY_COLUMNS = ("stem", "status")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _damaged(path: Path, exc: BaseException) -> ConfigError:
+    return ConfigError(f"{path}: the batch summary is damaged ({_one_line(exc)}); rerun "
+                       f"'python -m veer batch ... --out {path.parent}' to rewrite it")
+
+
+def _checked_summary(df, path: Path):
+    missing = [c for c in REQUIRED_SUMMARY_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: not a veer batch summary (no column {', '.join(repr(c) for c in missing)}); "
+                          f"give the --out folder of 'python -m veer batch'")
+    return df
+
+
+# --------------------------------------------------------------------------------------
+# Reading a finished batch (the dashboard's results page)
+# --------------------------------------------------------------------------------------
+
+#: The per-scan files a batch may write, in the order they are offered.
+OUTPUT_KINDS = ("mask", "conflict", "curves_csv", "las")
+#: Statuses of scans whose outputs exist (``skipped``: finished by an earlier run).
+FINISHED = ("done", "skipped")
+MAKE_BATCH = "python -m veer batch SCANS... --out {out}"
+
+
+def open_batch(out_dir: PathLike | None):
+    """The summary of the batch whose output folder is ``out_dir`` (:func:`load_summary`).
+
+    Checks the folder first so that every way of getting it wrong (nothing
+    given, no such folder, a file, an unreadable folder, no or a damaged
+    summary) is a one-line :class:`ConfigError` that says what to do.
+    """
+    text = "" if out_dir is None else str(out_dir).strip()
+    if not text:
+        raise ConfigError(f"give the output folder of a batch run (made by '{MAKE_BATCH.format(out='DIR')}')")
+    out = Path(text).expanduser()
+    if not out.exists():
+        raise ConfigError(f"{out}: no such folder; make a batch there with '{MAKE_BATCH.format(out=out)}'")
+    if not out.is_dir():
+        raise ConfigError(f"{out}: is a file, not a folder; give the --out folder of a batch run")
+    try:
+        return load_summary(out)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot be read ({exc.strerror or _one_line(exc)})") from None
+
+
+def _status(df):
+    return df["status"].fillna("").astype(str)
+
+
+def _text(value: Any) -> str:
+    """A summary cell as text: "" for a missing value (None, NaN, pd.NA)."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    return str(value)
+
+
+def _mean_or_none(values) -> float | None:
+    import pandas as pd
+
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return float(v.mean()) if len(v) else None
+
+
+def batch_figures(df) -> dict[str, Any]:
+    """Headline figures of a batch summary.
+
+    ``scans`` rows in all; ``done`` scans with outputs (of which ``skipped``
+    were finished by an earlier run); ``failed``; ``megapixels`` summed and
+    ``median_seconds`` per scan over the finished scans; ``devices`` that ran
+    them (sorted, unique); ``coverage_curve1`` / ``coverage_curve2``: the mean
+    share of (row, track) places where each curve was found. Figures with no
+    scan to average over are None.
+    """
+    import pandas as pd
+
+    status = _status(df)
+    finished = df[status.isin(FINISHED)]
+    seconds = pd.to_numeric(finished.get("seconds", pd.Series(dtype=float)), errors="coerce").dropna()
+    mpx = pd.to_numeric(finished.get("megapixels", pd.Series(dtype=float)), errors="coerce").dropna()
+    devices = sorted({str(d) for d in finished.get("device", []) if isinstance(d, str) and d})
+    return {"scans": int(len(df)), "done": int(len(finished)), "skipped": int((status == "skipped").sum()),
+            "failed": int((status == "failed").sum()), "megapixels": float(mpx.sum()),
+            "median_seconds": float(seconds.median()) if len(seconds) else None, "devices": devices,
+            "coverage_curve1": _mean_or_none(finished.get("coverage_curve1", [])),
+            "coverage_curve2": _mean_or_none(finished.get("coverage_curve2", []))}
+
+
+def batch_failures(df):
+    """The failed scans and why: a frame of stem, input, error (summary order)."""
+    cols = [c for c in ("stem", "input", "error") if c in df.columns]
+    return df.loc[_status(df) == "failed", cols].reset_index(drop=True)
+
+
+def browsable_scans(df) -> list[str]:
+    """Stems of the finished scans (those with outputs to show), in summary order."""
+    return [str(s) for s in df.loc[_status(df).isin(FINISHED), "stem"]]
+
+
+def _scan_row(df, stem: str) -> dict[str, Any]:
+    rows = df[df["stem"].astype(str) == str(stem)]
+    if not len(rows):
+        raise ConfigError(f"{stem}: no such scan in this batch summary")
+    return rows.iloc[0].to_dict()
+
+
+def scan_outputs(out_dir: PathLike, df, stem: str) -> dict[str, Path]:
+    """The files of scan ``stem`` that exist in ``out_dir``: kind (:data:`OUTPUT_KINDS`) -> path.
+
+    The summary's paths are looked up by name inside ``out_dir`` (so a batch
+    folder that was moved or mounted elsewhere still opens, and a summary never
+    points the dashboard outside its folder); a kind the summary leaves empty
+    (no LAS without a calibration, no conflict map in joint mode) is absent.
+    """
+    row = _scan_row(df, stem)
+    out = Path(out_dir).expanduser()
+    defaults = output_paths(out, str(stem), "separate", las=True)
+    found: dict[str, Path] = {}
+    for kind in OUTPUT_KINDS:
+        if kind in row:
+            recorded = _text(row[kind])
+            path = out / Path(recorded).name if recorded else None
+        else:  # an older summary without this column: the name the batch gives it
+            path = defaults[kind]
+        if path is not None and path.is_file():
+            found[kind] = path
+    return found
+
+
+def read_output(path: PathLike) -> bytes:
+    """The bytes of one output file (for a download), or a one-line :class:`ConfigError`."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or _one_line(exc)})") from None
+
+
+def read_curves(source: PathLike | bytes, name: str | None = None):
+    """A curves CSV the batch wrote (veer.digitize's per-row table), from a path or its bytes, as a DataFrame."""
+    import io
+
+    import pandas as pd
+
+    label = name or ("curves CSV" if isinstance(source, (bytes, bytearray)) else str(source))
+    data = source if isinstance(source, (bytes, bytearray)) else read_output(source)
+    try:
+        return pd.read_csv(io.BytesIO(data))
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ConfigError(f"{label}: the curves CSV is damaged ({_one_line(exc)}); rerun the batch to redo it") \
+            from None
+
+
+@dataclass
+class ScanView:
+    """What the results page shows for one scan of a batch."""
+
+    stem: str
+    row: dict[str, Any]              # its summary row
+    outputs: dict[str, Path]         # :func:`scan_outputs`
+    files: dict[str, bytes]          # each output's content, for the downloads
+    labels: np.ndarray               # the mask: 0 background, 1 curve1, 2 curve2
+    conflict: np.ndarray | None      # separate mode: 0 agreed, 1 claimed by >=2 masks, 2 by none
+    curves: Any                      # the curves CSV as a DataFrame, or None when there is none
+
+
+def open_scan(out_dir: PathLike, df, stem: str) -> ScanView:
+    """Read scan ``stem``'s outputs from the batch in ``out_dir``: mask, conflict map, curves, LAS.
+
+    Each file is read once (its bytes are kept for the downloads). A missing
+    mask or an unreadable or damaged file is a one-line :class:`VeerError`.
+    """
+    from veer.classes import read_mask
+
+    row = _scan_row(df, stem)
+    outputs = scan_outputs(out_dir, df, stem)
+    if "mask" not in outputs:
+        raise ConfigError(f"{stem}: its mask ({stem}.mask.png) is not in {out_dir}; rerun the batch to redo it")
+    files = {kind: read_output(path) for kind, path in outputs.items()}
+    labels = read_mask(files["mask"], allow_ignore=False, name=str(outputs["mask"]))
+    conflict = None
+    if "conflict" in files:
+        conflict = read_mask(files["conflict"], labels.shape, allow_ignore=False, name=str(outputs["conflict"]))
+    curves = read_curves(files["curves_csv"], name=str(outputs["curves_csv"])) if "curves_csv" in files else None
+    return ScanView(str(stem), row, outputs, files, labels, conflict, curves)
 
 
 def run_batch(inputs: Iterable[PathLike] | PathLike, out_dir: PathLike, *, mode: str = "joint",

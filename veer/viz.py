@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from veer.classes import CLASSES, CLASS_COLORS, CLASS_NAMES, CURVE1, CURVE2, IGNORE, hex_to_rgb
+from veer.classes import CLASSES, CLASS_COLORS, CLASS_NAMES, CURVE1, CURVE2, IGNORE, colorize, hex_to_rgb
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -512,6 +512,26 @@ def linked_images(panels: Sequence[tuple[str, np.ndarray]], *, factor: int = 1, 
                       showlegend=bool(legend), legend=dict(orientation="h", y=-0.03, x=0),
                       uirevision="keep")
     return fig
+
+
+def mask_figure(labels: np.ndarray, conflict: np.ndarray | None = None, *, title: str = "Mask",
+                height: int | None = None):
+    """A saved mask in the class colours, and beside it the conflict map when there is one.
+
+    For a scan of a batch run, where only its outputs are at hand. Large masks
+    are shown downscaled with thin curves kept (:func:`shrink_codes`); axes are
+    in full-resolution pixels and the panels zoom together.
+    """
+    labels = np.asarray(labels)
+    f = display_factor(labels.shape)
+    panels = [(title, colorize(shrink_codes(labels, f)))]
+    legend = [(c.label, c.color) for c in CLASSES]
+    if conflict is not None:
+        codes = shrink_codes(np.asarray(conflict), f, ignore=None)
+        paper = np.full(codes.shape, 255, np.uint8)
+        panels.append(("Where the masks disagree", map_overlay(paper, codes, CONFLICT_COLORS, alpha=1.0)))
+        legend += [(CONFLICT_LABELS[k], CONFLICT_COLORS[k]) for k in sorted(CONFLICT_COLORS)]
+    return linked_images(panels, factor=f, height=height, legend=legend)
 
 
 def tracks_figure(gray_view: np.ndarray, *, factor: int, row0: int, tracks: Sequence[Any],
