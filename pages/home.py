@@ -9,9 +9,9 @@ viz.ensure_navigation()
 
 @st.cache_resource(show_spinner="Looking for a GPU...")
 def device_text() -> str:
-    from veer.device import describe_device, pick_device
+    from veer.device import describe_compute
 
-    return describe_device(pick_device("auto"))
+    return describe_compute()
 
 
 st.title("veer")

@@ -119,6 +119,7 @@ def test_home_shows_device_legend_and_model_figures(dashboard):
     shown = texts(at)
     assert "Curve 1 (solid)" in shown and "Curve 2 (dashed/dotted)" in shown
     assert "CPU" in shown or "GPU" in shown
+    assert any(p in shown for p in ("fp32", "bf16", "fp16"))   # and the arithmetic it uses
     labels = {m.label for m in at.metric}
     assert "Joint F1, mean of 3 classes" in labels
     assert any(m.value == "0.53" for m in at.metric)  # mean of the card's 0.9 / 0.4 / 0.3

@@ -49,6 +49,12 @@ def describe_device(device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+def describe_compute(preference: str = "auto", precision: str = "auto") -> str:
+    """The device a segmentation would run on and its arithmetic, e.g. 'CPU (2 threads), bf16'."""
+    device = pick_device(preference)
+    return f"{describe_device(device)}, {resolve_precision(device, precision)}"
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX tiles or AVX-512 BF16), where
     bf16 convolutions run faster than fp32 instead of being emulated."""
