@@ -142,11 +142,11 @@ def digitise_panel(scan, key: str, results: dict, truth_obj, gray_view, factor: 
     c1, c2 = st.columns([1, 2])
     mode = c1.radio("Digitise the labels of", list(results), format_func=viz.PIPELINE_LABELS.get,
                     key="dig_mode")
-    tkey = (key, "tracks")
+    tkey = (key, "tracks", mode)
     found = store.get(tkey)
     if found is None:
-        try:
-            found = list(dz.find_tracks(scan.gray))
+        try:  # the labels help: a space between borders that holds curve ink is a track
+            found = list(dz.find_tracks(scan.gray, labels=results[mode].labels))
         except VeerError:
             found = []
         store.put(tkey, found)

@@ -474,3 +474,19 @@ def test_cli_given_tracks_and_bad_options(tmp_path):
     wrong = _run(tmp_path / "s.png", "--mask", tmp_path / "s.mask.png", "--out", tmp_path, "--tracks", "20:300",
                  "--left", "0", "0", "--right", "1", "1")
     assert wrong.returncode == 1 and "s.png" in wrong.stderr and "2 value scales" in wrong.stderr
+
+
+def test_border_candidates_stop_at_the_break_between_borders_and_grid():
+    from veer.digitize import _border_mass_threshold
+
+    # measured on a 1-bit scan: borders and a centre / decade line, then a dense grid inked almost as dark
+    borders = [704.0, 596.4, 565.5, 571.2, 580.0, 603.1, 864.3]
+    grid = [361.3, 356.5, 350.5, 331.3, 327.6, 323.8, 311.9, 307.6, 301.0, 299.4, 268.6, 260.5, 248.6, 191.5]
+    thr = _border_mass_threshold(borders + grid)
+    assert max(grid) < thr < min(borders)
+    # no clear break: the old floor, 30 % of the heaviest line
+    even = [600.0, 570.0, 540.0, 510.0, 480.0, 450.0, 420.0, 400.0, 380.0]
+    assert _border_mass_threshold(even) == pytest.approx(0.3 * 600.0)
+    # a single heavy line above the rest is no group of borders
+    assert _border_mass_threshold([900.0, 300.0, 290.0, 280.0]) == pytest.approx(0.3 * 900.0)
+    assert _border_mass_threshold([]) == float("inf")

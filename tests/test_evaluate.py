@@ -359,9 +359,11 @@ def test_digitize_hook_is_used_when_present_and_failures_do_not_stop(data_dir, m
     assert dz["mean_over_samples"]["curve1.median_abs_error_px"] == 1.5
     assert calls[0]["tracks"] == [(5.0, 55.0)]  # from the truth, as the fake has no find_tracks
     assert report["samples"][0]["pipelines"]["joint"]["digitize"]["tracks_from"] == "truth"
-    fake.find_tracks = lambda gray: [(4.0, 56.0)]
+    seen = []
+    fake.find_tracks = lambda gray, labels=None: seen.append(labels) or [(4.0, 56.0)]
     report = evaluate.evaluate_folder(data_dir, modes="joint", segmenters=_fakes())
     assert calls[-1]["tracks"] == [(4.0, 56.0)]
+    assert seen and all(lab is not None and lab.shape == seen[0].shape for lab in seen)  # the labels help
     assert report["samples"][0]["pipelines"]["joint"]["digitize"]["tracks_from"] == "scan"
     del fake.find_tracks
     assert "curve digitisation" in evaluate.format_table(report)

@@ -251,6 +251,32 @@ def _grid_score(peaks: list[float], a: float, b: float) -> float:
     return best
 
 
+def _border_mass_threshold(masses: Sequence[float], floor: float = 0.3, min_drop: float = 1.35) -> float:
+    """The darkness mass a vertical line needs to be a border candidate.
+
+    At least ``floor`` of the heaviest line's. Where the lines fall into a
+    heavy group (borders, decade and centre lines) and a clearly lighter one
+    (the grid: a 1-bit scan inks grid lines nearly as dark as borders, but
+    thinner), the threshold goes up to the break between them: the largest
+    ratio between neighbouring masses in descending order, when it is at
+    least ``min_drop`` and leaves two or more lines above it.
+    """
+    m = sorted((float(v) for v in masses), reverse=True)
+    if not m:
+        return math.inf
+    thr = floor * m[0]
+    best, cut = min_drop, None
+    for i in range(1, len(m) - 1):
+        if m[i + 1] <= 0 or m[i + 1] < thr:
+            break
+        ratio = m[i] / m[i + 1]
+        if ratio >= best:
+            best, cut = ratio, i
+    if cut is not None:
+        thr = max(thr, 0.5 * (m[cut] + m[cut + 1]))
+    return thr
+
+
 def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width: int | None = None,
                 max_skew_deg: float = 2.0) -> list[Track]:
     """The tracks (plotting areas) of a log scan, left to right.
@@ -301,8 +327,7 @@ def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width
              if b - a + 1 <= max_w]
     if len(lines) < 2:
         return []
-    top = max(m for _, m in lines)
-    cands = [ln for ln in lines if ln[1] >= 0.3 * top]
+    cands = [ln for ln in lines if ln[1] >= _border_mass_threshold([m for _, m in lines])]
     if len(cands) < 2:
         return []
     min_w = float(min_width if min_width is not None else max(20.0, 0.06 * w))

@@ -227,14 +227,14 @@ def digitize_api():
 def digitize_scores(dz, gray: np.ndarray, labels: np.ndarray, truth) -> dict:
     """Trace the curves of one label map with veer.digitize and score them.
 
-    Tracks are found on the scan (``find_tracks``) as a user's run would;
-    where that finds none, the truth tracks are used and the result says so
-    in ``tracks_from``.
+    Tracks are found on the scan and its labels (``find_tracks``) as the
+    ``digitize`` verb does; where that finds none, the truth tracks are used
+    and the result says so in ``tracks_from``.
     """
     tracks, source = [], "scan"
     if callable(getattr(dz, "find_tracks", None)):
         try:
-            tracks = list(dz.find_tracks(gray))
+            tracks = list(dz.find_tracks(gray, labels=labels))
         except VeerError:
             tracks = []
     if not tracks:
