@@ -489,4 +489,8 @@ def test_border_candidates_stop_at_the_break_between_borders_and_grid():
     assert _border_mass_threshold(even) == pytest.approx(0.3 * 600.0)
     # a single heavy line above the rest is no group of borders
     assert _border_mass_threshold([900.0, 300.0, 290.0, 280.0]) == pytest.approx(0.3 * 900.0)
+    # nor are the two outer borders, drawn heavier than the inner ones (a clean scan)
+    clean = [778.3, 723.4, 513.7, 503.5, 137.7, 109.9, 75.1, 73.0, 54.3, 53.8]
+    thr = _border_mass_threshold(clean)
+    assert 137.7 < thr < 503.5
     assert _border_mass_threshold([]) == float("inf")

@@ -259,17 +259,19 @@ def _border_mass_threshold(masses: Sequence[float], floor: float = 0.3, min_drop
     (the grid: a 1-bit scan inks grid lines nearly as dark as borders, but
     thinner), the threshold goes up to the break between them: the largest
     ratio between neighbouring masses in descending order, when it is at
-    least ``min_drop`` and leaves two or more lines above it.
+    least ``min_drop`` and leaves three or more lines above it (a log's
+    tracks and depth column have at least three borders; the two outer
+    borders alone, often drawn heavier, are no group).
     """
     m = sorted((float(v) for v in masses), reverse=True)
     if not m:
         return math.inf
     thr = floor * m[0]
     best, cut = min_drop, None
-    for i in range(1, len(m) - 1):
-        if m[i + 1] <= 0 or m[i + 1] < thr:
+    for i in range(2, len(m) - 1):
+        if m[i] < thr:
             break
-        ratio = m[i] / m[i + 1]
+        ratio = m[i] / m[i + 1] if m[i + 1] > 0 else math.inf
         if ratio >= best:
             best, cut = ratio, i
     if cut is not None:
