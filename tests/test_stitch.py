@@ -88,3 +88,17 @@ def test_rule_text_is_documented_in_the_module():
     assert "argmax" in RULE and "0.5" in RULE
     doc = stitch_mod.__doc__
     assert "argmax(p_background, p_curve1, p_curve2)" in doc and "2 = gap" in doc
+
+
+def test_argmax3_is_argmax_first_on_ties_for_numpy_and_torch():
+    import torch
+
+    from veer.stitch import argmax3
+
+    rng = np.random.default_rng(3)
+    p = rng.integers(0, 4, size=(3, 37, 41)).astype(np.float32)   # many ties
+    want = np.argmax(p, axis=0).astype(np.uint8)
+    got = argmax3(p[0], p[1], p[2])
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+    t = torch.from_numpy(p)
+    assert np.array_equal(argmax3(t[0], t[1], t[2]).numpy(), want)

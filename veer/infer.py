@@ -465,6 +465,8 @@ class Segmenter:
         """Tiles -> (labels, probs, conflict); None if ``cancel`` was set."""
         import torch
 
+        from veer.stitch import argmax3
+
         dev = self.device
         H, W = gray.shape
         th, tw = plan.tile_h, plan.tile_w
@@ -488,15 +490,16 @@ class Segmenter:
             n = upto - base
             if n <= 0:
                 return
-            p = acc[:, :n] / wsum[:n]
             rows = slice(base, upto)
             if self.mode == "joint":
-                labels[rows] = torch.argmax(p, dim=0).to(torch.uint8).cpu().numpy()
-                p_np = p.cpu().numpy() if probs is not None else None
+                # the label needs no normalising: every class of a pixel has the same weight sum
+                a = acc[:, :n]
+                labels[rows] = argmax3(a[0], a[1], a[2]).cpu().numpy()
+                p_np = (a / wsum[:n]).cpu().numpy() if probs is not None else None
             else:
                 from veer.stitch import stitch
 
-                p_np = p.cpu().numpy()
+                p_np = (acc[:, :n] / wsum[:n]).cpu().numpy()
                 labels[rows], conflict[rows] = stitch(p_np, self.threshold)
             if probs is not None:
                 if probs.dtype == np.uint8:

@@ -47,6 +47,23 @@ RULE = (
 _BAND_PIXELS = 1 << 22  # pixels per band: bounds temporaries on whole logs
 
 
+def argmax3(p0, p1, p2):
+    """Index of the largest of three same-shaped arrays, the first on ties (as argmax), uint8.
+
+    Works on numpy arrays and torch tensors alike. Two element-wise
+    comparisons: several times faster than an argmax over a leading axis of
+    3, which walks memory with a stride of a whole plane.
+    """
+    if isinstance(p0, np.ndarray):
+        lab = (p1 > p0).astype(np.uint8)
+        lab[p2 > np.maximum(p0, p1)] = 2
+        return lab
+    import torch
+
+    lab = (p1 > p0).to(torch.uint8)
+    return lab.masked_fill_(p2 > torch.maximum(p0, p1), 2)
+
+
 def stitch(probs: np.ndarray, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
     """Stitch (3, H, W) independent probabilities into (labels, conflict).
 
@@ -64,7 +81,7 @@ def stitch(probs: np.ndarray, threshold: float = THRESHOLD) -> tuple[np.ndarray,
     rows = max(1, _BAND_PIXELS // max(1, w))
     for r0 in range(0, h, rows):
         band = p[:, r0:r0 + rows]
-        labels[r0:r0 + rows] = np.argmax(band, axis=0)
+        labels[r0:r0 + rows] = argmax3(band[0], band[1], band[2])
         conflict[r0:r0 + rows] = conflict_from_claims(band >= threshold)
     return labels, conflict
 
