@@ -75,10 +75,11 @@ else:
     st.plotly_chart(viz.history_figure(histories[model]), key="history")
     facts = [f"{card.get('task', '?')} model"]
     training = card.get("training") or {}
-    if training.get("steps"):
-        facts.append(f"{training['steps']:,} steps")
-    if training.get("seconds"):
-        facts.append(f"{training['seconds'] / 60:.0f} min")
+    steps, seconds = viz.training_totals(card)
+    if steps:
+        facts.append(f"{steps:,} steps" + (" (continued from earlier weights)" if training.get("init") else ""))
+    if seconds:
+        facts.append(f"{seconds / 60:.0f} min")
     hardware = training.get("hardware")
     if isinstance(hardware, dict):
         facts.append(", ".join(str(hardware[k]) for k in ("device", "cpu", "gpu") if hardware.get(k)))

@@ -300,3 +300,13 @@ def test_result_cache_evicts_least_recently_used():
 def test_content_key_depends_on_content_only():
     assert viz.content_key(b"abc") == viz.content_key(bytes(b"abc"))
     assert viz.content_key(b"abc") != viz.content_key(b"abd")
+
+
+def test_training_totals_count_the_runs_a_model_was_continued_from():
+    from veer import viz
+
+    assert viz.training_totals({"training": {"steps": 700, "seconds": 60.0}}) == (700, 60.0)
+    card = {"training": {"steps": 3500, "seconds": 100.0, "total_steps": 4200, "total_seconds": 160.0,
+                         "init": {"steps": 700}}}
+    assert viz.training_totals(card) == (4200, 160.0)
+    assert viz.training_totals({}) == (None, None)

@@ -310,11 +310,20 @@ def cards_frame(cards: Mapping[str, Mapping | None]):
             "target": card.get("target"),
             "parameters": card.get("parameters"),
             "GMAC/Mpx": _num(card.get("gmac_per_mpx")),
-            "steps": training.get("steps"),
+            "steps": training_totals(card)[0],
             "val F1": scores["f1"],
             "val IoU": scores["iou"],
         })
     return pd.DataFrame(rows)
+
+
+def training_totals(card: Mapping) -> tuple[int | None, float | None]:
+    """(steps, seconds) of training behind a model card's weights, counting the runs it was
+    continued from (``train --init``: ``total_steps`` / ``total_seconds``)."""
+    training = card.get("training") if isinstance(card.get("training"), Mapping) else {}
+    steps = training.get("total_steps", training.get("steps"))
+    seconds = training.get("total_seconds", training.get("seconds"))
+    return (int(steps) if steps is not None else None, float(seconds) if seconds is not None else None)
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
