@@ -494,3 +494,18 @@ def test_border_candidates_stop_at_the_break_between_borders_and_grid():
     thr = _border_mass_threshold(clean)
     assert 137.7 < thr < 503.5
     assert _border_mass_threshold([]) == float("inf")
+
+
+@pytest.mark.slow
+def test_the_last_decade_of_a_log_track_stays_in_the_track():
+    """A log track's last decade cell that no curve reaches is still part of the track
+    (it used to be cut off at the decade line). Seed 20000007: a 4-decade log track."""
+    from veer import synth
+    from veer.digitize import find_tracks
+
+    log = synth.generate_log(20000007)
+    truth = np.asarray(log.tracks, float)
+    found = find_tracks(log.gray, labels=np.asarray(log.mask))
+    assert len(found) == len(truth)
+    for t, (x0, x1) in zip(found, truth):
+        assert abs(t.x0 - x0) < 6 and abs(t.x1 - x1) < 6

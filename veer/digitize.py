@@ -368,6 +368,19 @@ def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width
                 wj = cands[j + 1][0] - cands[j][0]
                 if abs(wi - wj) <= 0.03 * wj + 2.0 and _grid_score(inner[i], cands[i][0], cands[i + 1][0]) > 0.2:
                     is_track[i] = True
+    # ... and so is one at the end of a run of equal gridded cells (the last decade of a
+    # log track, which the curves never reached)
+    def same(a: float, b: float) -> bool:
+        return abs(a - b) <= 0.03 * max(a, b) + 2.0
+
+    for i in range(len(is_track)):
+        if is_track[i] or widths[i] < min_w or _grid_score(inner[i], cands[i][0], cands[i + 1][0]) <= 0.2:
+            continue
+        for j, k in ((i - 1, i - 2), (i + 1, i + 2)):
+            if 0 <= k < len(is_track) and 0 <= j < len(is_track) and is_track[j] and is_track[k] \
+                    and same(widths[i], widths[j]) and same(widths[j], widths[k]):
+                is_track[i] = True
+                break
     # borders for sure: those of the depth column (a space that is no track between tracks),
     # else the outermost ones (drawn a little heavier)
     ref = [cands[i][1] for i in range(1, len(cands) - 1) if not is_track[i - 1] or not is_track[i]]
