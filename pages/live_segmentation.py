@@ -334,7 +334,7 @@ for col, (mode, res) in zip(cols, results.items()):
     col.metric(f"{viz.PIPELINE_LABELS[mode]}", f"{res.seconds:.2f} s",
                help=f"{res.tiles} tiles; {scan.megapixels / max(res.seconds, 1e-9):.2f} Mpx/s")
 device_text = next(iter(results.values())).device
-cols[-1].metric("Device", device_text.split(" (")[0].split(":")[0], help=device_text)
+cols[-1].metric("Device", viz.device_label(device_text), help=device_text)
 cols[-1].caption(device_text)
 
 # --------------------------------------------------------------------------- display options

@@ -310,3 +310,11 @@ def test_training_totals_count_the_runs_a_model_was_continued_from():
                          "init": {"steps": 700}}}
     assert viz.training_totals(card) == (4200, 160.0)
     assert viz.training_totals({}) == (None, None)
+
+
+def test_device_label_is_the_short_name():
+    from veer import viz
+
+    assert viz.device_label("CPU (2 threads), bf16") == "CPU"
+    assert viz.device_label("CUDA GPU: NVIDIA H100, bf16") == "CUDA GPU"
+    assert viz.device_label("Apple GPU (MPS), fp32") == "Apple GPU"

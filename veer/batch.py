@@ -116,7 +116,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
-from veer.errors import ConfigError, VeerError
+from veer.errors import ConfigError, VeerError, one_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 MANIFEST = "manifest.jsonl"
@@ -900,12 +900,8 @@ _TEXT_COLUMNS = ("error", "device", "worker", "mask", "conflict", "curves_csv", 
 REQUIRED_SUMMARY_COLUMNS = ("stem", "status")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _damaged(path: Path, exc: BaseException) -> ConfigError:
-    return ConfigError(f"{path}: the batch summary is damaged ({_one_line(exc)}); rerun "
+    return ConfigError(f"{path}: the batch summary is damaged ({one_line(exc)}); rerun "
                        f"'python -m veer batch ... --out {path.parent}' to rewrite it")
 
 
@@ -946,7 +942,7 @@ def open_batch(out_dir: PathLike | None):
     try:
         return load_summary(out)
     except OSError as exc:
-        raise ConfigError(f"{out}: cannot be read ({exc.strerror or _one_line(exc)})") from None
+        raise ConfigError(f"{out}: cannot be read ({exc.strerror or one_line(exc)})") from None
 
 
 def _status(df):
@@ -1039,7 +1035,7 @@ def read_output(path: PathLike) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror or _one_line(exc)})") from None
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or one_line(exc)})") from None
 
 
 def read_curves(source: PathLike | bytes, name: str | None = None):
@@ -1053,7 +1049,7 @@ def read_curves(source: PathLike | bytes, name: str | None = None):
     try:
         return pd.read_csv(io.BytesIO(data))
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ConfigError(f"{label}: the curves CSV is damaged ({_one_line(exc)}); rerun the batch to redo it") \
+        raise ConfigError(f"{label}: the curves CSV is damaged ({one_line(exc)}); rerun the batch to redo it") \
             from None
 
 

@@ -72,6 +72,13 @@ def cpu_has_bf16() -> bool:
     return False
 
 
+def _cuda_half() -> str:
+    """The half precision a CUDA GPU runs fastest: bf16 where it has it, else fp16."""
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def resolve_precision(device, precision: str | None = "auto") -> str:
     """The arithmetic a run on ``device`` uses: "fp32", "bf16" or "fp16".
 
@@ -90,7 +97,7 @@ def resolve_precision(device, precision: str | None = "auto") -> str:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
     if pref == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return _cuda_half()
         if device.type == "cpu" and cpu_has_bf16():
             return "bf16"
         return "fp32"
@@ -113,10 +120,7 @@ def autocast(device, precision: str | None = None):
 
     device = torch.device(device)
     if precision is None:
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+        precision = _cuda_half() if device.type == "cuda" else "fp32"
     if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16

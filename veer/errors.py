@@ -25,3 +25,8 @@ class ModelFileError(VeerError):
 
 class ConfigError(VeerError):
     """An option or argument has a value veer cannot use."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

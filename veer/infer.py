@@ -66,7 +66,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from veer.errors import ConfigError, ImageReadError, VeerError
+from veer.errors import ConfigError, ImageReadError, VeerError, one_line
 
 MODES = ("joint", "separate")
 DEFAULT_TILE = 768
@@ -675,14 +675,12 @@ def run(args) -> int:
                   f"{result.device} -> {', '.join(str(p) for p in written)}")
         except (ImageReadError, VeerError) as exc:
             failed += 1
-            print(f"veer segment: error: {_one_line(exc)}", file=sys.stderr)
+            print(f"veer segment: error: {one_line(exc)}", file=sys.stderr)
         except (MemoryError, OSError) as exc:
             failed += 1
-            print(f"veer segment: error: {path}: {_one_line(exc) or type(exc).__name__}", file=sys.stderr)
+            print(f"veer segment: error: {path}: {one_line(exc)}", file=sys.stderr)
     if failed:
         print(f"veer segment: {failed} of {len(args.images)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from veer.bench import _peak_rss_mb as peak_rss_mb, _rss_mb as rss_mb  # this process's peak and current RSS, MB
 from veer.errors import ConfigError
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
@@ -56,20 +57,6 @@ FIGURE_KEYS = (
 
 
 # --------------------------------------------------------------------------- memory
-
-
-def rss_mb() -> float:
-    """This process's resident set now, in MB (NaN where /proc is missing)."""
-    from veer.bench import _rss_mb
-
-    return _rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set so far (``ru_maxrss``), in MB."""
-    from veer.bench import _peak_rss_mb
-
-    return _peak_rss_mb()
 
 
 class RssSampler:

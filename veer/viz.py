@@ -317,6 +317,12 @@ def cards_frame(cards: Mapping[str, Mapping | None]):
     return pd.DataFrame(rows)
 
 
+def device_label(device_text: str) -> str:
+    """The short name of a device description: 'CPU (2 threads), bf16' -> 'CPU',
+    'CUDA GPU: NVIDIA H100, bf16' -> 'CUDA GPU'."""
+    return device_text.split(" (")[0].split(":")[0].split(",")[0]
+
+
 def training_totals(card: Mapping) -> tuple[int | None, float | None]:
     """(steps, seconds) of training behind a model card's weights, counting the runs it was
     continued from (``train --init``: ``total_steps`` / ``total_seconds``)."""
