@@ -225,6 +225,30 @@ def test_wrap_around_is_unwrapped_linear_and_log():
     assert v[sel].max() > 2000.0, "values past the right edge are reported, not folded back"
 
 
+@pytest.mark.parametrize("f_before, f_after, solid", [
+    (0.7, 1.85, True),     # sweeps right past the right border and on across most of the track
+    (1.4, 0.15, True),     # off scale, then sweeps left back through the left border
+    (0.7, 1.85, False),    # the same with a dashed pen
+])
+def test_fast_sweep_through_a_border_keeps_its_wrap(f_before, f_after, solid):
+    # A bed boundary whose reading runs off scale: the trace crosses more than a whole track
+    # width in four rows, so the stroke that leaves one border and the one that re-enters at
+    # the other overlap and touch; the wrap must still be counted, and in the right direction.
+    ramp = np.clip((ROWS - 198.0) / 4.0, 0.0, 1.0)
+    frac = f_before + (f_after - f_before) * ramp
+    mask = _wrapped_mask(frac, TRACK, width=4.0)
+    if not solid:
+        keep = (ROWS.astype(int) // 6) % 3 != 2          # a dash pattern: 2 of every 3 six-row blocks
+        mask[~keep] = 0
+    table = dz.trace_curves(mask, [TRACK])
+    got = np.asarray(TRACK.frac(table["row"], table["curve1_xu"]), np.float64)
+    base = np.floor(f_before) if (ROWS < 198).sum() >= (ROWS > 202).sum() else np.floor(f_after)
+    want = frac - base
+    far = (np.abs(ROWS - 200) > 12) & np.isfinite(got)
+    assert far.mean() > 0.8
+    assert np.mean(np.abs(got[far] - want[far]) < 0.02) > 0.97, "the wrap across the sweep is counted"
+
+
 def test_score_counts_wrap_events():
     frac = np.where(ROWS < 200, 0.6 + ROWS * 0.002, 1.2 - (ROWS - 200) * 0.002)
     mask = _wrapped_mask(frac, TRACK)

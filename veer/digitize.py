@@ -20,6 +20,11 @@ Tracing (per track and curve class)
     the curve class away from the trace do not fit the chain and are
     dropped; a piece reached only by a jump costs as much as a fresh start.
     The wrap count the trace spends most rows at is taken as zero.
+    Where the trace sweeps across the track in a few rows and runs off scale,
+    the stroke leaving one border and the one re-entering at the other touch
+    and form one piece; there the wrap is decided from which columns the
+    sweep inks, in which order, and which way it leaves and arrives
+    (:func:`_resolve_sweeps`).
     Positions: the stroke's half-width is measured (distance transform), the
     ink is eroded to its pen path (round caps and the fat ends of dots
     vanish), and in each row the stretch continuing the rows above is kept.
@@ -426,6 +431,7 @@ class TraceParams:
     break_cost: float = 25.0     # chain score lost by a jump (a piece that does not continue the last)
     fit_iters: int = 80          # iterations of the pen-path fit on near-horizontal rows (0: off)
     baseline_wrap: bool = True   # count wraps from the wrap count the trace spends most rows at
+    sweeps: bool = True          # re-decide wraps across near-horizontal sweeps to a border (_resolve_sweeps)
 
 
 def _row_runs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -655,6 +661,224 @@ def _core(ink: np.ndarray, hw: float, lab: np.ndarray) -> np.ndarray:
     return core
 
 
+def _column_order_disagreement(tau: np.ndarray, ybar: np.ndarray, limit: int = 400) -> float:
+    """How much the path order (``tau``) and the mean ink rows (``ybar``) of columns disagree.
+
+    Over all pairs of columns: the share of pairs in the wrong order less the
+    share in the right order (ink rows closer than a pixel count as neither),
+    or 0 when the right order prevails. 1: every pair reversed.
+    """
+    if tau.size < 2:
+        return 0.0
+    if tau.size > limit:
+        pick = np.linspace(0, tau.size - 1, limit).round().astype(np.int64)
+        tau, ybar = tau[pick], ybar[pick]
+    dt = tau[:, None] - tau[None, :]
+    dy = ybar[:, None] - ybar[None, :]
+    pairs = int((dt != 0).sum())
+    if not pairs:
+        return 0.0
+    sure = np.abs(dy) >= 1.0
+    wrong = int(((dt * dy < 0) & sure).sum())
+    right = int(((dt * dy > 0) & sure).sum())
+    return max(0.0, (wrong - right) / pairs)
+
+
+def _sweep_cost(inked: np.ndarray, closed: np.ndarray, ybar: np.ndarray, lo: float, width: float,
+                u_b: float, u_a: float, empty_weight: float, spike: np.ndarray | None = None) -> float:
+    """How badly a pen sweep from band x ``u_b`` to ``u_a`` (unwrapped) explains the ink.
+
+    ``inked`` / ``ybar``: which columns of the track (from ``lo``) hold ink in
+    the sweep's rows and their mean ink row there; ``closed``: ``inked`` with
+    the gaps of a broken trace closed. Cost: inked columns the sweep never
+    crosses, plus (weighted) columns it crosses without ink, plus the columns
+    crossed once whose ink lies in the wrong order (the pen moves down the
+    scan as it sweeps, so ink met later along the sweep lies lower), plus a
+    little for the length of the sweep. ``spike``: extra columns an
+    out-and-back excursion covers (no order is asked of those).
+    """
+    cols = lo + np.arange(inked.size, dtype=np.float64)
+    a, b = min(u_b, u_a), max(u_b, u_a)
+    # passes of the sweep over each column: unwrapped positions col + j * width inside [a, b]
+    j_lo = np.ceil((a - cols) / width)
+    j_hi = np.floor((b - cols) / width)
+    passes = np.maximum(j_hi - j_lo + 1, 0)
+    cover = passes > 0
+    length = b - a
+    if spike is not None:
+        cover = cover | spike
+        length += 2.0 * float(spike.sum())
+    cost = float((inked & ~cover).sum()) + empty_weight * float((cover & ~closed).sum()) + 0.02 * length
+    once = (passes == 1) & inked & np.isfinite(ybar)
+    if spike is not None:
+        once &= ~spike
+    if once.any() and b > a:
+        tau = (cols[once] + j_lo[once] * width - u_b) / (u_a - u_b)
+        cost += float(once.sum()) * _column_order_disagreement(tau, ybar[once])
+    return cost
+
+
+def _edge_run(closed: np.ndarray, from_right: bool) -> np.ndarray:
+    """The run of inked columns attached to one end of the track (empty if that end has no ink)."""
+    out = np.zeros_like(closed)
+    seq = closed[::-1] if from_right else closed
+    n = int(np.argmin(seq)) if not seq.all() else seq.size
+    if from_right:
+        out[out.size - n:] = True
+    else:
+        out[:n] = True
+    return out
+
+
+def _side_evidence(row_ink: np.ndarray, x: float) -> float:
+    """Which way from column ``x`` a row's ink reaches: +1 all to the right, -1 all to the left.
+
+    The shares of the columns on either side that are inked are compared, so
+    a full row (the whole sweep inside one row) says nothing.
+    """
+    n = row_ink.size
+    i = int(round(x))
+    left = row_ink[:max(0, min(n, i - 3))]
+    right = row_ink[max(0, min(n, i + 4)):]
+    fl = float(left.mean()) if left.size else 0.0
+    fr = float(right.mean()) if right.size else 0.0
+    return fr - fl
+
+
+def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarray, track: Track,
+                    col0: int, hw: float, solid: bool, prm: TraceParams) -> tuple[np.ndarray, np.ndarray]:
+    """Re-decide the wrap count across near-horizontal sweeps that reach a track border.
+
+    Where the trace sweeps across the track in a few rows (a bed boundary
+    whose reading runs off scale), the stroke leaving one border and the one
+    re-entering at the other touch and form one piece, so the chain cannot
+    see the wrap. For every run of wide ink rows that touches a border, the
+    wrap change across it is chosen among: a straight sweep through a border
+    (-1 or +1), a straight sweep inside the track (0), or an excursion out
+    through a border and back (0). The choice is the one that best explains
+    which columns hold ink, in which order (see :func:`_sweep_cost`), and
+    which way the ink leaves the last narrow row above and reaches the first
+    one below. The rows below move with it; rows inside the sweep take the
+    wrap that puts them on it. ``c``: unwrapped image x per traced row;
+    ``wr``: wrap counts.
+    """
+    from scipy import ndimage
+
+    if rows.size < 3:
+        return c, wr
+    width = float(track.width)
+    h, bw = m.shape
+    any_ink = m.any(axis=1)
+    first = np.where(any_ink, np.argmax(m, axis=1), 0)
+    last = np.where(any_ink, bw - 1 - np.argmax(m[:, ::-1], axis=1), -1)
+    extent = last - first + 1
+    wide = any_ink & (extent > max(4.0 * hw + 8.0, 0.04 * width))
+    if not wide.any():
+        return c, wr
+    near = prm.join_tol + hw
+    wide_rows = np.flatnonzero(wide)
+    breaks = np.flatnonzero(np.diff(wide_rows) > 4)
+    starts = np.r_[wide_rows[0], wide_rows[breaks + 1]]
+    ends = np.r_[wide_rows[breaks], wide_rows[-1]]
+    narrow = ~wide[rows]
+    # each sweep between the narrow traced rows around it; sweeps with no narrow row between
+    # them are decided together
+    events: list[list[int]] = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        lo_e = float(track.left(s)) - col0
+        hi_e = float(track.right(s)) - col0
+        inked_rows = any_ink[s:e + 1]
+        touches = first[s:e + 1][inked_rows].min() <= lo_e + near or \
+            last[s:e + 1][inked_rows].max() >= hi_e - near
+        before = np.flatnonzero(narrow & (rows < s))
+        after = np.flatnonzero(narrow & (rows > e))
+        if before.size == 0 or after.size == 0:
+            continue
+        ib, ia = int(before[-1]), int(after[0])
+        if events and events[-1][2] == ib and events[-1][3] == ia:
+            events[-1][1] = e
+            events[-1][4] |= touches
+        else:
+            events.append([s, e, ib, ia, touches])
+    c = c.astype(np.float64).copy()
+    wr = wr.astype(np.int64).copy()
+    empty_weight = 1.0 if solid else 0.5
+    for s, e, ib, ia, touches in events:
+        rb, ra = int(rows[ib]), int(rows[ia])
+        if not touches or ra - rb > (e - s + 1) + 2 * prm.max_gap:
+            continue                       # inside the track (no wrap to decide), or too long a gap
+        lo_e = float(track.left(s)) - col0
+        hi_e = float(track.right(s)) - col0
+        x_b = c[ib] - wr[ib] * width - col0
+        x_a = c[ia] - wr[ia] * width - col0
+        cur = int(wr[ia] - wr[ib])
+        c_lo, c_hi = int(math.ceil(lo_e)), int(math.floor(hi_e))
+        if c_hi <= c_lo:
+            continue
+        span = slice(max(0, c_lo), min(bw, c_hi + 1))
+        pad_l = max(0, c_lo) - c_lo
+        n_cols = c_hi - c_lo + 1
+        inked = np.zeros(n_cols, bool)
+        inked[pad_l:pad_l + span.stop - span.start] = m[rb:ra + 1, span].any(axis=0)
+        # the order of the ink along the sweep, from the sweep's own rows
+        sw = np.zeros((e - s + 1, n_cols), bool)
+        sw[:, pad_l:pad_l + span.stop - span.start] = m[s:e + 1, span]
+        cnt = sw.sum(axis=0)
+        ybar = np.where(cnt > 0, (sw * np.arange(sw.shape[0])[:, None]).sum(axis=0) / np.maximum(cnt, 1),
+                        np.nan)
+        gap = 3 if solid else int(2 * prm.merge_gap) + 1
+        closed = ndimage.binary_closing(np.pad(inked, gap), structure=np.ones(gap, bool))[gap:-gap] | inked
+        # which way the ink leaves x_b in the sweep's first row and reaches x_a in its last
+        go = _side_evidence(sw[0], x_b - c_lo)
+        come = -_side_evidence(sw[-1], x_a - c_lo)
+        direction = 0.25 * width
+
+        def turn_cost(d0: float, d1: float) -> float:
+            return direction * (max(0.0, -d0 * go) + max(0.0, -d1 * come))
+
+        args = (inked, closed, ybar, float(c_lo), width)
+        costs = {}
+        for d in {-1, 0, 1, cur}:
+            sgn = float(np.sign(x_a + d * width - x_b)) or 1.0
+            costs[d] = _sweep_cost(*args, x_b, x_a + d * width, empty_weight) + turn_cost(sgn, sgn)
+        # out through a border and back (the reading runs off scale for a few rows only)
+        lo_i, hi_i = int(round(min(x_b, x_a) - c_lo)), int(round(max(x_b, x_a) - c_lo))
+        for via_left in (True, False):
+            back = _edge_run(closed, from_right=via_left)   # the ink the pen returns along
+            if not back.any():
+                continue
+            spike = np.zeros_like(closed)
+            if via_left:
+                spike[:max(lo_i, 0)] = True
+            else:
+                spike[min(hi_i + 1, spike.size):] = True
+            d0 = -1.0 if via_left else 1.0
+            cost = _sweep_cost(*args, x_b, x_a, empty_weight, spike=spike | back) + 0.05 * width \
+                + turn_cost(d0, -d0)
+            costs[0] = min(costs[0], cost)
+        best = min(costs, key=lambda d: (costs[d], abs(d)))
+        if costs[best] > costs[cur] - max(10.0, 0.03 * width):
+            best = cur                     # keep the chain's choice unless the ink clearly says otherwise
+        if best != cur:
+            wr[ia:] += best - cur
+            c[ia:] += (best - cur) * width
+        # rows inside the sweep: the wrap that puts them on it
+        a_u, b_u = sorted((x_b, x_a + best * width))
+        for k in range(ib + 1, ia):
+            drawn = c[k] - wr[k] * width - col0
+            opts = [(w_, drawn + (w_ - wr[ib]) * width) for w_ in {int(wr[ib]), int(wr[ib]) + best}]
+            w_, _ = min(opts, key=lambda o: max(a_u - o[1], o[1] - b_u, 0.0))
+            c[k] += (w_ - wr[k]) * width
+            wr[k] = w_
+    if prm.baseline_wrap:
+        vals, counts = np.unique(wr, return_counts=True)
+        base = int(max(zip(vals.tolist(), counts.tolist()), key=lambda vc: (vc[1], -abs(vc[0])))[0])
+        if base:
+            wr -= base
+            c -= base * width
+    return c, wr
+
+
 def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Trace one curve in one track band (rows x band columns) -> (x, xu) per row (NaN: none)."""
@@ -767,6 +991,8 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
             hi[rows] = np.maximum(B - inset, A + inset) - shift_r
             vb = _fit_path(ink, vb, hw, opt, iters=prm.fit_iters, lr=lr, solid=solid, bounds=(lo, hi))
             c = vb[rows] + shift_r
+    if prm.sweeps:
+        c, wr = _resolve_sweeps(m, rows, c, wr, track, col0, hw, solid, prm)
     # ink rows
     xu[rows] = c
     x[rows] = c - wr * width
