@@ -533,3 +533,20 @@ def test_the_last_decade_of_a_log_track_stays_in_the_track():
     assert len(found) == len(truth)
     for t, (x0, x1) in zip(found, truth):
         assert abs(t.x0 - x0) < 6 and abs(t.x1 - x1) < 6
+
+
+@pytest.mark.slow
+def test_a_track_of_equal_cells_divided_by_dark_lines_is_one_track():
+    """A 1-bit scan prints a linear track's division lines nearly as dark as its borders and
+    keeps no finer vertical grid; the curves pass through only some of the cells. The run of
+    equal cells between the heavier borders is still one track. Seed 20000025 (bilevel_g4):
+    the right track used to come out as two of its five cells."""
+    from veer import synth
+    from veer.digitize import find_tracks
+
+    log = synth.generate_log(20000025)
+    truth = np.asarray(log.tracks, float)
+    found = find_tracks(log.gray, labels=np.asarray(log.mask))
+    assert len(found) == len(truth)
+    for t, (x0, x1) in zip(found, truth):
+        assert abs(t.x0 - x0) < 6 and abs(t.x1 - x1) < 6

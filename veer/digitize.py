@@ -386,6 +386,25 @@ def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width
                     and same(widths[i], widths[j]) and same(widths[j], widths[k]):
                 is_track[i] = True
                 break
+    # a run of three or more equal cells between two heavier lines, curves in at least one of
+    # them, is one track whose division lines print as dark as borders (a 1-bit scan of a
+    # linear track without finer vertical grid)
+    joined: set[int] = set()
+    runs = []
+    for i in range(len(widths)):
+        for j in range(i + 2, len(widths)):
+            if not same(widths[j], widths[i]):
+                break
+            inner_m = max(cands[k][1] for k in range(i + 1, j + 1))
+            if inner_m < 0.8 * min(cands[i][1], cands[j + 1][1]) and any(is_track[i:j + 1]) \
+                    and cands[j + 1][0] - cands[i][0] >= min_w:
+                runs.append((j - i, i, j))
+    for _, i, j in sorted(runs, reverse=True):
+        if joined.intersection(range(i, j + 2)):
+            continue                       # overlaps a longer run already joined
+        for k in range(i, j + 1):
+            is_track[k] = True
+        joined.update(range(i + 1, j + 1))
     # borders for sure: those of the depth column (a space that is no track between tracks),
     # else the outermost ones (drawn a little heavier)
     ref = [cands[i][1] for i in range(1, len(cands) - 1) if not is_track[i - 1] or not is_track[i]]
@@ -404,7 +423,7 @@ def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width
             a, b, c = cands[i][0], cands[i + 1][0], cands[i + 2][0]
             same_cells = abs((b - a) - (c - b)) <= 0.03 * max(b - a, c - b) + 2.0 and \
                 min(_grid_score(inner[i], a, b), _grid_score(inner[i + 1], b, c)) >= 0.5
-            grid_line = cands[i + 1][1] < 0.7 * border_m or same_cells
+            grid_line = cands[i + 1][1] < 0.7 * border_m or same_cells or (i + 1) in joined
             if grid_line:
                 continue                      # a heavy grid line: the track goes on
         x0, x1 = cands[start][0] - xpad, cands[i + 1][0] - xpad
@@ -890,10 +909,11 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     ink_rows = np.flatnonzero(m.any(axis=1))
     if ink_rows.size == 0:
         return x, xu
-    # a continuous (solid) trace is split into pieces only where it breaks (wraps, gaps); a
-    # broken one also joins dashes that lie side by side in a near-horizontal stretch
+    # pieces: connected ink, with dashes that lie side by side in a near-horizontal stretch
+    # joined (a dense dotted trace counts as continuous, yet sweeps across the track in rows
+    # of separate dots)
     solid = ink_rows.size >= SOLID_SHARE * (ink_rows[-1] - ink_rows[0] + 1)
-    p = _pieces(m, 0 if solid else int(prm.merge_gap // 2))
+    p = _pieces(m, int(prm.merge_gap // 2))
     if p is None:
         return x, xu
     width = track.width
