@@ -260,6 +260,18 @@ def test_score_counts_wrap_events():
     assert s["curve1"]["r2"] > 0.99
 
 
+def test_pooled_scores_keep_one_bad_log_from_ruling_the_mae():
+    good = {"curve1": {"n_truth_rows": 100, "n_within": 98, "n_value_rows": 100, "mae": 0.5, "r2": 0.99,
+                       "median_px": 0.3, "wraps": 2, "wraps_correct": 2}}
+    bad = {"curve1": {"n_truth_rows": 100, "n_within": 40, "n_value_rows": 100, "mae": 1e6, "r2": 0.1,
+                      "median_px": 9.0, "wraps": 2, "wraps_correct": 0}}
+    pooled = dz.pool_scores([good, good, bad])["curve1"]
+    assert pooled["within3"] == pytest.approx(236 / 300)
+    assert pooled["wrap_share"] == pytest.approx(4 / 6)
+    assert pooled["mae"] > 1e5, "the pooled MAE is still reported"
+    assert pooled["mae_median"] == pytest.approx(0.5) and pooled["r2_median"] == pytest.approx(0.99)
+
+
 def _truth_from(fracs: np.ndarray, tracks, mask) -> SimpleNamespace:
     """A truth object like veer.synth.Truth for a linear 0..100 scale."""
     n = len(tracks)

@@ -1885,6 +1885,9 @@ def pool_scores(scores: Sequence[Mapping]) -> dict:
             "spurious": tot["n_spurious"] / tot["n_found_rows"] if tot["n_found_rows"] else 0.0,
             "wrap_share": tot["wraps_correct"] / tot["wraps"] if tot["wraps"] else None,
             "mae": float(sum(m * n for m, n in maes) / max(1, sum(n for _, n in maes))) if maes else None,
+            # per log: one wrong wrap on a 4-decade log track multiplies values by 10^4, so the
+            # pooled MAE is one bad log's; the median over logs says what a typical log gets
+            "mae_median": float(np.median([m for m, _ in maes])) if maes else None,
             "r2_median": float(np.median(r2)) if r2 else None,
         }
     return out

@@ -626,7 +626,7 @@ def format_table(report: Mapping) -> str:
 # (label, key in pool_scores / score_curves output, is a share)
 DIGITIZE_COLUMNS = (("median px", "median_px", False), ("within 3px", "within3", True),
                     ("missed", "missed", True), ("spurious", "spurious", True),
-                    ("MAE", "mae", False), ("R2", "r2", False))
+                    ("wraps", "wrap_share", True), ("MAE", "mae", False), ("R2", "r2", False))
 
 
 def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
@@ -643,14 +643,14 @@ def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
             for _, key, share in DIGITIZE_COLUMNS:
                 source = pooled.get(name) if isinstance(pooled.get(name), Mapping) else None
                 if source is not None:
-                    value = source.get("r2_median" if key == "r2" else key)
+                    value = source.get({"r2": "r2_median", "mae": "mae_median"}.get(key, key))
                 else:
                     value = means.get(f"{name}.{key}")
                 cells.append(_f(value, pct=share, width=11))
             lines.append(f"{m + ' ' + name:<20}" + "".join(cells))
         how = f"pooled over {dz['samples']} logs" if pooled else f"mean over {dz['samples']} logs"
-        lines.append(f"{'':<20}({m}: {how}; MAE in each track's units, R2 "
-                     f"{'median over logs' if pooled else 'mean over logs'})")
+        lines.append(f"{'':<20}({m}: {how}; wraps: wrap-arounds followed; MAE (each track's units) "
+                     f"and R2 {'median over logs' if pooled else 'mean over logs'})")
         if dz.get("failed_samples"):
             lines.append(f"{'':<20}digitisation failed on {dz['failed_samples']} sample(s): {dz['errors'][0]}")
     return lines
