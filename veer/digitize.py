@@ -800,8 +800,8 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
     starts = np.r_[wide_rows[0], wide_rows[breaks + 1]]
     ends = np.r_[wide_rows[breaks], wide_rows[-1]]
     narrow = ~wide[rows]
-    # each sweep between the narrow traced rows around it; sweeps with no narrow row between
-    # them are decided together
+    # each sweep between the narrow traced rows around it; sweeps with no narrow traced row
+    # between them are one event
     events: list[list[int]] = []
     for s, e in zip(starts.tolist(), ends.tolist()):
         lo_e = float(track.left(s)) - col0
@@ -814,18 +814,22 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
         if before.size == 0 or after.size == 0:
             continue
         ib, ia = int(before[-1]), int(after[0])
-        if events and events[-1][2] == ib and events[-1][3] == ia:
-            events[-1][1] = e
+        if events and events[-1][2] == ib:
+            events[-1][1], events[-1][3] = e, ia
             events[-1][4] |= touches
+            events[-1][5] += 1
         else:
-            events.append([s, e, ib, ia, touches])
+            events.append([s, e, ib, ia, touches, 1])
     c = c.astype(np.float64).copy()
     wr = wr.astype(np.int64).copy()
     empty_weight = 1.0 if solid else 0.5
-    for s, e, ib, ia, touches in events:
+    for s, e, ib, ia, touches, n_sweeps in events:
         rb, ra = int(rows[ib]), int(rows[ia])
-        if not touches or ra - rb > (e - s + 1) + 2 * prm.max_gap:
-            continue                       # inside the track (no wrap to decide), or too long a gap
+        if not touches or n_sweeps > 1 or ra - rb > (e - s + 1) + 2 * prm.max_gap:
+            # inside the track (no wrap to decide); sweeps out and back with no trace traced
+            # between them (a straight sweep cannot explain them: the chain's choice stands);
+            # or too long a gap
+            continue
         lo_e = float(track.left(s)) - col0
         hi_e = float(track.right(s)) - col0
         x_b = c[ib] - wr[ib] * width - col0
