@@ -533,30 +533,20 @@ def test_border_candidates_stop_at_the_break_between_borders_and_grid():
 
 
 @pytest.mark.slow
-def test_the_last_decade_of_a_log_track_stays_in_the_track():
-    """A log track's last decade cell that no curve reaches is still part of the track
-    (it used to be cut off at the decade line). Seed 20000007: a 4-decade log track."""
+@pytest.mark.parametrize("seed", [
+    # a 4-decade log track whose last decade cell no curve reaches is still part of the track
+    # (it used to be cut off at the decade line)
+    20000007,
+    # a 1-bit scan (bilevel_g4) prints a linear track's division lines nearly as dark as its
+    # borders and keeps no finer vertical grid; the curves pass through only some of the five
+    # equal cells, yet they are one track (it used to come out as two of its cells)
+    20000025,
+])
+def test_tracks_of_hard_generated_logs_are_found(seed):
     from veer import synth
     from veer.digitize import find_tracks
 
-    log = synth.generate_log(20000007)
-    truth = np.asarray(log.tracks, float)
-    found = find_tracks(log.gray, labels=np.asarray(log.mask))
-    assert len(found) == len(truth)
-    for t, (x0, x1) in zip(found, truth):
-        assert abs(t.x0 - x0) < 6 and abs(t.x1 - x1) < 6
-
-
-@pytest.mark.slow
-def test_a_track_of_equal_cells_divided_by_dark_lines_is_one_track():
-    """A 1-bit scan prints a linear track's division lines nearly as dark as its borders and
-    keeps no finer vertical grid; the curves pass through only some of the cells. The run of
-    equal cells between the heavier borders is still one track. Seed 20000025 (bilevel_g4):
-    the right track used to come out as two of its five cells."""
-    from veer import synth
-    from veer.digitize import find_tracks
-
-    log = synth.generate_log(20000025)
+    log = synth.generate_log(seed)
     truth = np.asarray(log.tracks, float)
     found = find_tracks(log.gray, labels=np.asarray(log.mask))
     assert len(found) == len(truth)

@@ -525,6 +525,18 @@ def _interval_gap(a1: float, b1: float, a2: float, b2: float) -> float:
     return max(0.0, a2 - b1 - 1.0, a1 - b2 - 1.0)
 
 
+def _most_rows_wrap(wraps: Sequence[int], rows: Sequence[int]) -> int:
+    """The wrap count the trace spends most rows at (ties: the one nearer zero).
+
+    The track's scale was chosen so the curve is on scale most of the time, so
+    that count is zero and the others are excursions from it.
+    """
+    rows_at: dict[int, int] = {}
+    for wr, n in zip(wraps, rows):
+        rows_at[int(wr)] = rows_at.get(int(wr), 0) + int(n)
+    return max(sorted(rows_at), key=lambda k: (rows_at[k], -abs(k))) if rows_at else 0
+
+
 def _chain(p: _Pieces, width: float, prm: TraceParams,
            edges: tuple[float, float] | None = None) -> list[tuple[int, int, int]]:
     """Best chain of pieces top to bottom: [(piece, wraps, segment)], see the module docstring.
@@ -605,12 +617,7 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
             seg += int(is_break[j])
         out.append((j, wraps, seg))
     if prm.baseline_wrap and out:
-        # the scale was chosen so the curve is on scale most of the time: the wrap count
-        # the trace spends most rows at is zero (wraps are excursions from it)
-        rows_at: dict[int, int] = {}
-        for j, wr, _ in out:
-            rows_at[wr] = rows_at.get(wr, 0) + nrows[j]
-        base = max(sorted(rows_at), key=lambda k: (rows_at[k], -abs(k)))
+        base = _most_rows_wrap([wr for _, wr, _ in out], [nrows[j] for j, _, _ in out])
         out = [(j, wr - base, sg) for j, wr, sg in out]
     return out
 
@@ -786,7 +793,7 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
     if rows.size < 3:
         return c, wr
     width = float(track.width)
-    h, bw = m.shape
+    bw = m.shape[1]
     any_ink = m.any(axis=1)
     first = np.where(any_ink, np.argmax(m, axis=1), 0)
     last = np.where(any_ink, bw - 1 - np.argmax(m[:, ::-1], axis=1), -1)
@@ -819,19 +826,18 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
             events[-1][4] |= touches
             events[-1][5] += 1
         else:
-            events.append([s, e, ib, ia, touches, 1])
+            events.append([s, e, ib, ia, touches, 1, lo_e, hi_e])
     c = c.astype(np.float64).copy()
     wr = wr.astype(np.int64).copy()
     empty_weight = 1.0 if solid else 0.5
-    for s, e, ib, ia, touches, n_sweeps in events:
+    changed = False
+    for s, e, ib, ia, touches, n_sweeps, lo_e, hi_e in events:
         rb, ra = int(rows[ib]), int(rows[ia])
         if not touches or n_sweeps > 1 or ra - rb > (e - s + 1) + 2 * prm.max_gap:
             # inside the track (no wrap to decide); sweeps out and back with no trace traced
             # between them (a straight sweep cannot explain them: the chain's choice stands);
             # or too long a gap
             continue
-        lo_e = float(track.left(s)) - col0
-        hi_e = float(track.right(s)) - col0
         x_b = c[ib] - wr[ib] * width - col0
         x_a = c[ia] - wr[ia] * width - col0
         cur = int(wr[ia] - wr[ib])
@@ -885,6 +891,7 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
         if best != cur:
             wr[ia:] += best - cur
             c[ia:] += (best - cur) * width
+            changed = True
         # rows inside the sweep: the wrap that puts them on it
         a_u, b_u = sorted((x_b, x_a + best * width))
         for k in range(ib + 1, ia):
@@ -893,12 +900,10 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
             w_, _ = min(opts, key=lambda o: max(a_u - o[1], o[1] - b_u, 0.0))
             c[k] += (w_ - wr[k]) * width
             wr[k] = w_
-    if prm.baseline_wrap:
-        vals, counts = np.unique(wr, return_counts=True)
-        base = int(max(zip(vals.tolist(), counts.tolist()), key=lambda vc: (vc[1], -abs(vc[0])))[0])
-        if base:
-            wr -= base
-            c -= base * width
+    if changed and prm.baseline_wrap:
+        base = _most_rows_wrap(wr, np.ones(wr.size, np.int64))
+        wr -= base
+        c -= base * width
     return c, wr
 
 
