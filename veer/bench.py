@@ -70,7 +70,7 @@ TARGETS = {"end_to_end_s": 25.0, "peak_rss_mb": 2048.0, "speedup": 2.0}
 # --------------------------------------------------------------------------- helpers
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MB."""
     import resource
 
@@ -78,7 +78,8 @@ def _peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
+    """This process's resident set size now, in MB (NaN where /proc is missing)."""
     try:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -172,7 +173,7 @@ def _child_engine(opts: dict) -> dict:
 
     if opts.get("threads"):
         set_cpu_threads(opts["threads"])
-    rss_import = _rss_mb()
+    rss_import = rss_mb()
     t0 = time.perf_counter()
     models, cards = _load_models(opts["mode"], opts.get("models_dir"), opts.get("random_weights", False))
     seg = Segmenter.from_models(opts["mode"], models, opts["device"], tile=opts["tile"],
@@ -184,7 +185,7 @@ def _child_engine(opts: dict) -> dict:
     peak_mm = matmul_gflops(n=int(opts.get("matmul_n") or 2048), device=seg.device)
     peak_mm_prec = (peak_mm if seg.precision == "fp32" else
                     matmul_gflops(n=int(opts.get("matmul_n") or 2048), device=seg.device, dtype=seg.precision))
-    rss_ready = _rss_mb()
+    rss_ready = rss_mb()
 
     t0 = time.perf_counter()
     scan = read_scan(opts["image"], max_pixels=10**9)
@@ -204,7 +205,7 @@ def _child_engine(opts: dict) -> dict:
         "compute_factor": plan.compute_factor, "model_load_s": load_s, "read_s": read_s,
         "segment_s": res.seconds, "segment_cpu_s": cpu_s, "write_s": write_s,
         "end_to_end_s": read_s + res.seconds + write_s,
-        "peak_rss_mb": _peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
+        "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
         "gmac_per_mpx": gmac, "matmul_gflops": peak_mm, "precision": seg.precision,
         "matmul_gflops_precision": peak_mm_prec,
         "label_shares": [float(v) for v in np.bincount(res.labels.ravel(), minlength=3)[:3] / res.labels.size],
@@ -287,7 +288,7 @@ def _child_naive(opts: dict) -> dict:
             "strip_rows": int(strip), "strip_tile": [sub.tile_h, sub.tile_w],
             "tile_s": tile_s, "engine_tile_s": engine_s / tiles_timed, "speedup": naive_s / engine_s,
             "finalize_s": finalize_s, "segment_s_est": tile_s * plan.n_tiles + finalize_s,
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def _run_child(kind: str, opts: dict, timeout: float = 3600) -> dict:

@@ -465,7 +465,7 @@ class Segmenter:
         """Tiles -> (labels, probs, conflict); None if ``cancel`` was set."""
         import torch
 
-        from veer.stitch import argmax3
+        from veer.stitch import argmax3, stitch
 
         dev = self.device
         H, W = gray.shape
@@ -497,8 +497,6 @@ class Segmenter:
                 labels[rows] = argmax3(a[0], a[1], a[2]).cpu().numpy()
                 p_np = (a / wsum[:n]).cpu().numpy() if probs is not None else None
             else:
-                from veer.stitch import stitch
-
                 p_np = (acc[:, :n] / wsum[:n]).cpu().numpy()
                 labels[rows], conflict[rows] = stitch(p_np, self.threshold)
             if probs is not None:

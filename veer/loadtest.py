@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from veer.bench import _peak_rss_mb as peak_rss_mb, _rss_mb as rss_mb  # this process's peak and current RSS, MB
+from veer.bench import peak_rss_mb, rss_mb
 from veer.errors import ConfigError
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
