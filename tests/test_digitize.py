@@ -541,6 +541,10 @@ def test_border_candidates_stop_at_the_break_between_borders_and_grid():
     # borders and keeps no finer vertical grid; the curves pass through only some of the five
     # equal cells, yet they are one track (it used to come out as two of its cells)
     20000025,
+    # a light grey JPEG whose decade lines print heavier than its track borders, and its grid
+    # lines nearly as heavy: the borders picked by darkness left the curves out (two wrong
+    # tracks of three); the layout by grid finds all three
+    20000020,
 ])
 def test_tracks_of_hard_generated_logs_are_found(seed):
     from veer import synth
@@ -552,3 +556,22 @@ def test_tracks_of_hard_generated_logs_are_found(seed):
     assert len(found) == len(truth)
     for t, (x0, x1) in zip(found, truth):
         assert abs(t.x0 - x0) < 6 and abs(t.x1 - x1) < 6
+
+
+def test_tracks_laid_out_by_grid_keep_heavy_decade_lines_inside_and_skip_the_depth_column():
+    from veer.digitize import _tracks_by_grid
+
+    # a linear track of 10 cells (28..380), a depth column with no lines, then two log tracks
+    # sharing a border: 4 decades (482..788) and 3 decades (788..1075)
+    lin = list(28 + np.arange(11) * 35.2)
+    peaks = list(lin)
+    lines = list(lin)
+    for a, b, d in ((482.0, 788.0, 4), (788.0, 1075.0, 3)):
+        dec = (b - a) / d
+        for j in range(d):
+            for k in range(1, 10):
+                peaks.append(a + (j + np.log10(k)) * dec)
+        lines += [a + j * dec for j in range(d + 1)]
+    peaks.append(1075.0)
+    spans = _tracks_by_grid(sorted(set(np.round(lines, 1))), np.unique(np.round(peaks, 1)), 60, 1000)
+    assert [(round(a), round(b)) for a, b in spans] == [(28, 380), (482, 788), (788, 1075)]

@@ -256,6 +256,123 @@ def _grid_score(peaks: list[float], a: float, b: float) -> float:
     return best
 
 
+def _grid_models() -> list[np.ndarray]:
+    """Inner line positions (fractions of the width) of the grids a track may carry:
+    linear grids of 3..25 divisions, logarithmic grids of 1..5 decades."""
+    models = [np.arange(1, n) / n for n in range(3, 26)]
+    for d in range(1, 6):
+        f = np.array([(j + math.log10(k)) / d for j in range(d) for k in range(1, 10)])
+        models.append(f[f > 0])
+    return models
+
+
+_GRID_MODELS = _grid_models()
+
+
+def _grid_fit(peaks: np.ndarray, a: float, b: float) -> tuple[float, float, float]:
+    """Best grid between borders a and b for the line peaks inside.
+
+    Returns (peaks explained - peaks left unexplained - lines expected but
+    missing, recall, precision) of the grid that scores best. Every peak
+    counts once however the space is split, so the scores of neighbouring
+    spaces add up fairly.
+    """
+    width = b - a
+    tol = max(2.0, 0.01 * width)
+    pk = peaks[(peaks > a + tol) & (peaks < b - tol)]
+    best = (-math.inf, 0.0, 0.0)
+    for f in _GRID_MODELS:
+        every = a + f * width
+        gaps = np.diff(np.r_[a, every, b])
+        # lines closer than the tolerance to the next line or border cannot be told apart:
+        # they are not expected, but a peak there is explained
+        exp = every[(gaps[:-1] >= 2 * tol + 1.0) & (gaps[1:] >= 2 * tol + 1.0)]
+        if exp.size < 2 or pk.size == 0:
+            continue
+        hit = np.abs(exp[:, None] - pk[None, :]).min(axis=1) <= tol
+        used = np.abs(every[:, None] - pk[None, :]).min(axis=0) <= tol
+        score = float(used.sum() - (~used).sum() - (~hit).sum())
+        if score > best[0]:
+            best = (score, float(hit.mean()), float(used.mean()))
+    return best
+
+
+def _tracks_by_grid(lines: Sequence[float], peaks: np.ndarray, min_w: float, max_w: float,
+                    track_cost: float = 3.0, min_fit: float = 0.75) -> list[tuple[float, float]]:
+    """Track spans that explain the vertical lines best, each a gridded space between two lines.
+
+    Dynamic programming over the lines left to right: a line is a border of
+    the track on its left or right, or a line outside every track (costs 1);
+    a track between two lines scores its grid's fit (:func:`_grid_fit`: lines
+    explained, less lines missing and peaks unexplained), plus one for its
+    right border, less ``track_cost`` (so one track of four decades beats four
+    tracks of one decade). Only spaces whose best grid has recall and
+    precision of ``min_fit`` or more can be tracks. Decade and centre lines
+    printed heavier than the borders do not split a track here.
+    """
+    xs = sorted(float(x) for x in lines)
+    m = len(xs)
+    if m < 2:
+        return []
+    NEG = -math.inf
+    end_border = [NEG] * m   # best score with line j the right border of a track
+    end_free = [NEG] * m     # best score with line j outside every track
+    back: list[tuple] = [None] * m
+    back_free: list[tuple] = [None] * m
+    fits: dict[tuple[int, int], float] = {}
+    for j in range(m):
+        # line j outside tracks
+        if j == 0:
+            end_free[j], back_free[j] = -1.0, None
+        else:
+            prev = max(end_border[j - 1], end_free[j - 1])
+            end_free[j] = prev - 1.0
+            back_free[j] = ("b" if end_border[j - 1] >= end_free[j - 1] else "f", j - 1)
+        for k in range(j - 1, -1, -1):
+            wd = xs[j] - xs[k]
+            if wd > max_w:
+                break
+            if wd < min_w:
+                continue
+            score, rec, prec = _grid_fit(peaks, xs[k], xs[j])
+            if rec < min_fit or prec < min_fit:
+                continue
+            fits[(k, j)] = score
+            # line k: a shared border (already counted) or a line made a border (-1 -> +1)
+            start = max(end_border[k], (end_free[k] + 2.0) if k else 1.0)
+            # inner lines k+1..j-1 not counted yet: the grid's score covers them
+            total = start + score + 1.0 - track_cost
+            if total > end_border[j]:
+                end_border[j] = total
+                back[j] = ("b" if start == end_border[k] else "f", k)
+    # walk back from the best end (lines after the last track count as outside)
+    best, j_end, kind = NEG, None, None
+    for j in range(m):
+        for val, kd in ((end_border[j], "b"), (end_free[j], "f")):
+            val = val - (m - 1 - j)
+            if val > best:
+                best, j_end, kind = val, j, kd
+    spans = []
+    j = j_end
+    while j is not None:
+        if kind == "b":
+            how, k = back[j]
+            spans.append((xs[k], xs[j]))
+            j, kind = k, how
+            if kind == "f" and j is not None:
+                # line k was free before it became this track's border: continue from its free chain
+                prev = back_free[j]
+                if prev is None:
+                    break
+                kind, j = prev
+        else:
+            prev = back_free[j]
+            if prev is None:
+                break
+            kind, j = prev
+    return sorted(spans)
+
+
 def _border_mass_threshold(masses: Sequence[float], floor: float = 0.3, min_drop: float = 1.35) -> float:
     """The darkness mass a vertical line needs to be a border candidate.
 
@@ -429,6 +546,27 @@ def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width
         x0, x1 = cands[start][0] - xpad, cands[i + 1][0] - xpad
         tracks.append(Track(float(x0), float(x1), slope, row_ref))
         start = None
+    if labels is not None:
+        # borders picked by darkness fail where decade lines print heavier than borders and
+        # grid lines nearly as heavy (a light grey scan): if the tracks leave curves out, lay
+        # the tracks out by grid instead, and take that when it holds clearly more of them
+        curve = (labels[::step] == CURVE1) | (labels[::step] == CURVE2)
+        cprof = np.bincount(gx, weights=curve.ravel(), minlength=n)
+        total = float(cprof.sum())
+
+        def covered(spans) -> float:
+            cols = np.arange(n)
+            inside = np.zeros(n, bool)
+            for a, b in spans:
+                inside |= (cols >= a - 3) & (cols <= b + 3)
+            return float(cprof[inside].sum()) / total
+
+        if total > 0:
+            have = covered([(t.x0 + xpad, t.x1 + xpad) for t in tracks])
+            if have < 0.99:
+                spans = _tracks_by_grid([c for c, _ in lines], peaks.astype(np.float64), min_w, 0.9 * n)
+                if spans and covered(spans) > have + 0.015:
+                    tracks = [Track(float(a - xpad), float(b - xpad), slope, row_ref) for a, b in spans]
     return tracks
 
 
