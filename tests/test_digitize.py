@@ -545,6 +545,11 @@ def test_border_candidates_stop_at_the_break_between_borders_and_grid():
     # lines nearly as heavy: the borders picked by darkness left the curves out (two wrong
     # tracks of three); the layout by grid finds all three
     20000020,
+    # two tracks side by side, one curve1 in each: taken for one track until the two curves of
+    # one class side by side split it (a shared border, and a depth column between)
+    30000008, 30000031,
+    # a log track cut at a decade line that its curves cross: joined again
+    30000039,
 ])
 def test_tracks_of_hard_generated_logs_are_found(seed):
     from veer import synth
@@ -575,3 +580,63 @@ def test_tracks_laid_out_by_grid_keep_heavy_decade_lines_inside_and_skip_the_dep
     peaks.append(1075.0)
     spans = _tracks_by_grid(sorted(set(np.round(lines, 1))), np.unique(np.round(peaks, 1)), 60, 1000)
     assert [(round(a), round(b)) for a, b in spans] == [(28, 380), (482, 788), (788, 1075)]
+
+
+def _curve_labels(h, w, paths):
+    """A label image with one 3 px stroke per (class, x-of-row function)."""
+    lab = np.zeros((h, w), np.uint8)
+    rows = np.arange(h)
+    for cls, fx in paths:
+        x = np.rint(fx(rows)).astype(int)
+        for r, xc in zip(rows, x):
+            lo, hi = min(xc, x[min(r + 1, h - 1)]), max(xc, x[min(r + 1, h - 1)])
+            lab[r, max(lo - 1, 0):min(hi + 2, w)] = cls
+    return lab
+
+
+def test_tracks_a_curve_crosses_are_one_track_and_sweeps_meeting_at_a_border_are_not_a_crossing():
+    from veer.digitize import Track, _crossings, _join_crossed
+
+    h = 600
+    # curve1 winding across x = 100 again and again: that line is a grid line
+    lab = _curve_labels(h, 200, [(1, lambda r: 100 + 40 * np.sin(r / 30.0))])
+    assert _crossings(lab, 100.0, 0.0, 0.0)[0] >= 3
+    joined = _join_crossed([Track(0, 100), Track(100, 200)], lab)
+    assert [(t.x0, t.x1) for t in joined] == [(0, 200)]
+    # each track's curve stays on its side; two near-horizontal sweeps touch at the border
+    lab = _curve_labels(h, 200, [(1, lambda r: 50 + 20 * np.sin(r / 40.0)),
+                                 (1, lambda r: 150 + 20 * np.cos(r / 40.0))])
+    lab[300:302, 60:140] = 1
+    assert _crossings(lab, 100.0, 0.0, 0.0)[0] == 0
+    # a stretch of the border itself taken for curve, with strokes leaving it on both sides
+    # at different rows, is no crossing either
+    lab[100:160, 99:102] = 1
+    lab[110, 90:100] = 1
+    lab[150, 102:112] = 1
+    assert _crossings(lab, 100.0, 0.0, 0.0)[0] == 0
+    kept = _join_crossed([Track(0, 100), Track(100, 200)], lab)
+    assert [(t.x0, t.x1) for t in kept] == [(0, 100), (100, 200)]
+
+
+def test_a_track_holding_two_curves_of_one_class_side_by_side_is_split():
+    from veer.digitize import Track, _split_doubled
+
+    h = 600
+    lab = _curve_labels(h, 400, [(1, lambda r: 100 + 30 * np.sin(r / 50.0)),
+                                 (1, lambda r: 330 + 25 * np.cos(r / 50.0)),
+                                 (2, lambda r: 80 + 10 * np.cos(r / 20.0))])
+    # a shared border at 200 among grid lines every 50 px: split at the heaviest line
+    lines = [(50.0 * k, 120.0) for k in range(1, 8)]
+    lines[3] = (200.0, 300.0)
+    peaks = np.array([50.0 * k for k in range(0, 9)])
+    got = _split_doubled([Track(0, 400)], lab, lines, peaks)
+    assert [(t.x0, t.x1) for t in got] == [(0, 200), (200, 400)]
+    # a depth column between 210 and 270: no grid, no curve; both its lines become borders
+    lines = [(210.0, 200.0), (270.0, 200.0)]
+    peaks = np.array([0.0, 50.0, 100.0, 150.0, 210.0, 270.0, 320.0, 370.0, 400.0])
+    got = _split_doubled([Track(0, 400)], lab, lines, peaks)
+    assert [(t.x0, t.x1) for t in got] == [(0, 210), (270, 400)]
+    # one curve of each class: nothing to split
+    one = _curve_labels(h, 400, [(1, lambda r: 100 + 30 * np.sin(r / 50.0)),
+                                 (2, lambda r: 300 + 30 * np.cos(r / 50.0))])
+    assert [(t.x0, t.x1) for t in _split_doubled([Track(0, 400)], one, lines, peaks)] == [(0, 400)]

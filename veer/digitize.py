@@ -567,7 +567,132 @@ def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width
                 spans = _tracks_by_grid([c for c, _ in lines], peaks.astype(np.float64), min_w, 0.9 * n)
                 if spans and covered(spans) > have + 0.015:
                     tracks = [Track(float(a - xpad), float(b - xpad), slope, row_ref) for a, b in spans]
+        tracks = _join_crossed(tracks, labels)
+        tracks = _split_doubled(tracks, labels, [(c - xpad, m) for c, m in lines], peaks - xpad, step)
     return tracks
+
+
+def _split_doubled(tracks: list[Track], labels: np.ndarray, lines: Sequence[tuple[float, float]],
+                   peaks: np.ndarray, step: int = 1, min_share: float = 0.3) -> list[Track]:
+    """Split a track that holds two curves of one class side by side: two tracks taken for one.
+
+    A track has at most one curve of each class. Where, in ``min_share`` or
+    more of the rows that have a curve class, that class inks both sides of
+    one of the track's vertical lines (``lines``: (x, darkness mass)), and
+    no stroke crosses the line, the track is two. The split is at the
+    heaviest of the lines that separate best; where those lines bound a space
+    with neither grid (``peaks``) nor curves, that space is a depth column
+    and both its lines become borders.
+    """
+    h, w = labels.shape
+    out: list[Track] = []
+    for t in tracks:
+        inner = [(x, m) for x, m in lines if t.x0 + 8 < x < t.x1 - 8]
+        if not inner:
+            out.append(t)
+            continue
+        rows = np.arange(0, h, step)
+        shift = t.slope * (rows - t.row_ref)
+        best_n, best = 0, []
+        for cls in (CURVE1, CURVE2):
+            ink = labels[::step] == cls
+            has = ink.any(axis=1)
+            if has.sum() < 20:
+                continue
+            cols = np.arange(w)[None, :] - shift[:, None]     # columns at the reference row
+            inside = (cols > t.x0 + 3) & (cols < t.x1 - 3) & ink
+            has = inside.any(axis=1)
+            n_has = int(has.sum())
+            if n_has < 20:
+                continue
+            for x, m in inner:
+                both = int(((inside & (cols < x - 3)).any(axis=1) & (inside & (cols > x + 3)).any(axis=1)).sum())
+                if both < min_share * n_has:
+                    continue
+                if both > best_n * 1.1:
+                    best_n, best = both, [(x, m, both)]
+                elif both >= best_n * 0.9:
+                    best.append((x, m, both))
+        top = max((b for _, _, b in best), default=0)
+        tied = sorted((x, m) for x, m, b in best if b >= 0.9 * top
+                      and _crossings(labels, x, t.slope, t.row_ref)[0] < 2)
+        if not tied:
+            out.append(t)
+            continue
+        xa, xb = tied[0][0], tied[-1][0]
+        cols = np.arange(w)[None, :] - shift[:, None]
+        curve = (labels[::step] == CURVE1) | (labels[::step] == CURVE2)
+        empty = not (curve & (cols > xa + 3) & (cols < xb - 3)).any()
+        grid = int(((peaks > xa + 4) & (peaks < xb - 4)).sum())
+        if xb - xa >= 20 and empty and grid == 0:
+            out += [Track(t.x0, xa, t.slope, t.row_ref), Track(xb, t.x1, t.slope, t.row_ref)]
+        else:
+            x = max(tied, key=lambda v: v[1])[0]
+            out += [Track(t.x0, x, t.slope, t.row_ref), Track(x, t.x1, t.slope, t.row_ref)]
+    return out
+
+
+def _crossings(labels: np.ndarray, x: float, slope: float, row_ref: float, reach: int = 6,
+               min_rows: int = 4) -> tuple[int, int]:
+    """Curve strokes at the vertical line at ``x`` (drifting by ``slope``): (crossing, touching).
+
+    A stroke touches when a connected piece of a curve class reaches within
+    1 px of the line; it crosses when that piece also has pixels ``reach`` px
+    left and ``reach`` px right of the line, over ``min_rows`` rows or more
+    (a few rows across are the ends of two near-horizontal sweeps meeting at
+    a border from either side), and is on one side first and then on the
+    other. Curves never cross a track's border (they
+    wrap around instead, touching it), so a line most strokes cross is a grid line.
+    """
+    from scipy import ndimage
+
+    h, w = labels.shape
+    rows = np.arange(h)
+    centre = np.rint(x + slope * (rows - row_ref)).astype(np.int64)
+    cols = centre[:, None] + np.arange(-reach, reach + 1)[None, :]
+    valid = (cols >= 0) & (cols < w)
+    band = np.where(valid, labels[rows[:, None], np.clip(cols, 0, w - 1)], 0)
+    crossing = touching = 0
+    for cls in (CURVE1, CURVE2):
+        lab, k = ndimage.label((band == cls) | (band == IGNORE))
+        if k == 0:
+            continue
+        mid = np.unique(lab[:, reach - 1:reach + 2])
+        mid = mid[mid > 0]
+        touching += int(mid.size)
+        left = np.unique(lab[:, :2])
+        right = np.unique(lab[:, -2:])
+        both = np.intersect1d(left[left > 0], right[right > 0])
+        for b in both.tolist():
+            lr = np.flatnonzero((lab[:, :2] == b).any(axis=1))
+            rr = np.flatnonzero((lab[:, -2:] == b).any(axis=1))
+            cr = np.flatnonzero((lab == b).any(axis=1))
+            tall = cr[-1] - cr[0] + 1 >= min_rows
+            # a stroke passing through is on one side first, then on the other, and reaches
+            # the line only in between; a piece that runs along the line past where it leaves
+            # to either side is no crossing (a segmentation that takes a stretch of border
+            # for curve, with the wraps leaving it)
+            first, last = (lr, rr) if lr[0] <= rr[0] else (rr, lr)
+            through = first[-1] <= last[0] + 3 and cr[0] >= first[0] - 3 and cr[-1] <= last[-1] + 3
+            crossing += int(tall and through)
+    return crossing, touching
+
+
+def _crossed(labels: np.ndarray, x: float, slope: float, row_ref: float, min_crossings: int = 3) -> bool:
+    """True when ``min_crossings`` or more curve strokes cross the line at ``x``."""
+    return _crossings(labels, x, slope, row_ref)[0] >= min_crossings
+
+
+def _join_crossed(tracks: list[Track], labels: np.ndarray) -> list[Track]:
+    """Join neighbouring tracks that share a border the curves cross: that line is a heavy
+    grid line (a decade or centre line), not a border."""
+    out: list[Track] = []
+    for t in tracks:
+        if out and abs(t.x0 - out[-1].x1) <= 3.0 and _crossed(labels, t.x0, t.slope, t.row_ref):
+            prev = out.pop()
+            t = Track(prev.x0, t.x1, t.slope, t.row_ref)
+        out.append(t)
+    return out
 
 
 # =========================================================================== tracing
