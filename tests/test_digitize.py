@@ -298,6 +298,12 @@ def test_score_detects_missed_and_spurious_rows_and_matches_tracks_by_overlap():
     s = dz.score_curves(truth, table)
     c = s["curve1"]
     assert s["tracks_matched"] == 1
+    assert s["tracks_right"] == 1 and s["all_tracks_right"]          # borders 2 px inside: right
+    far = table.copy()
+    far.attrs["tracks"] = [{"x0": 22.0, "x1": 250.0}]                  # right border 50 px off
+    off = dz.score_curves(truth, far)
+    assert off["tracks_matched"] == 1 and off["tracks_right"] == 0 and not off["all_tracks_right"]
+    assert dz.pool_scores([s, off, s])["logs_tracks_right"] == 2
     assert c["missed"] == pytest.approx(100 / 300)
     assert c["spurious"] == pytest.approx(100 / 300)                  # rows 300.. found but absent
     assert c["median_px"] == pytest.approx(0.0)

@@ -2021,7 +2021,7 @@ def _per_row(table: pd.DataFrame, ti: int, column: str, height: int) -> np.ndarr
 
 
 def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequence[Any] | None = None,
-                 tol_px: float = 3.0, wrap_window: int = 10) -> dict:
+                 tol_px: float = 3.0, wrap_window: int = 10, track_tol_px: float = 6.0) -> dict:
     """How close the traced curves are to a synthetic log's true centre lines.
 
     ``truth``: :class:`veer.synth.Truth` (or anything with ``centerline``,
@@ -2042,6 +2042,10 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
     * ``mae`` and ``r2``: in the track's physical units (the table's values if
       calibrated, else the trace mapped through the truth's value scale).
 
+    Tracks: ``tracks_right`` counts truth tracks whose matched track has both
+    borders within ``track_tol_px``; ``all_tracks_right``: every track so, and
+    no extra one.
+
     Counts (``n_*``) are included so scores of many logs can be pooled
     (:func:`pool_scores`).
     """
@@ -2054,8 +2058,12 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
     n_truth, _, height = cl.shape
     found = _table_tracks(table, tracks)
     match = match_tracks(truth.tracks, found)
+    tt = np.asarray(truth.tracks, np.float64).reshape(-1, 2)
+    right = sum(1 for i, j in match.items()
+                if max(abs(found[j].x0 - tt[i, 0]), abs(found[j].x1 - tt[i, 1])) <= track_tol_px)
     out: dict[str, Any] = {"tracks_truth": int(n_truth), "tracks_found": len(found),
-                           "tracks_matched": len(match)}
+                           "tracks_matched": len(match), "tracks_right": int(right),
+                           "all_tracks_right": bool(right == n_truth and len(found) == n_truth)}
     for ci, name in enumerate(CURVES):
         errs, t_vals, f_vals = [], [], []
         n_truth_rows = n_found_rows = n_missed = n_spurious = n_within = 0
@@ -2139,7 +2147,8 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
 
 def pool_scores(scores: Sequence[Mapping]) -> dict:
     """Pool :func:`score_curves` results of many logs: shares from summed counts, medians of medians."""
-    out: dict[str, Any] = {"logs": len(scores)}
+    out: dict[str, Any] = {"logs": len(scores),
+                           "logs_tracks_right": sum(1 for s in scores if s.get("all_tracks_right"))}
     for name in CURVES:
         rows = [s[name] for s in scores if name in s]
         tot = {k: sum(int(r.get(k, 0) or 0) for r in rows)

@@ -651,6 +651,9 @@ def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
         how = f"pooled over {dz['samples']} logs" if pooled else f"mean over {dz['samples']} logs"
         lines.append(f"{'':<20}({m}: {how}; wraps: wrap-arounds followed; MAE (each track's units) "
                      f"and R2 {'median over logs' if pooled else 'mean over logs'})")
+        if pooled.get("logs_tracks_right") is not None and pooled.get("logs"):
+            lines.append(f"{'':<20}({m}: tracks found right, every border within 6 px, on "
+                         f"{pooled['logs_tracks_right']} of {pooled['logs']} logs)")
         if dz.get("failed_samples"):
             lines.append(f"{'':<20}digitisation failed on {dz['failed_samples']} sample(s): {dz['errors'][0]}")
     return lines
