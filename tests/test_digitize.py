@@ -606,20 +606,20 @@ def test_tracks_a_curve_crosses_are_one_track_and_sweeps_meeting_at_a_border_are
     h = 600
     # curve1 winding across x = 100 again and again: that line is a grid line
     lab = _curve_labels(h, 200, [(1, lambda r: 100 + 40 * np.sin(r / 30.0))])
-    assert _crossings(lab, 100.0, 0.0, 0.0)[0] >= 3
+    assert _crossings(lab, 100.0, 0.0, 0.0) >= 3
     joined = _join_crossed([Track(0, 100), Track(100, 200)], lab)
     assert [(t.x0, t.x1) for t in joined] == [(0, 200)]
     # each track's curve stays on its side; two near-horizontal sweeps touch at the border
     lab = _curve_labels(h, 200, [(1, lambda r: 50 + 20 * np.sin(r / 40.0)),
                                  (1, lambda r: 150 + 20 * np.cos(r / 40.0))])
     lab[300:302, 60:140] = 1
-    assert _crossings(lab, 100.0, 0.0, 0.0)[0] == 0
+    assert _crossings(lab, 100.0, 0.0, 0.0) == 0
     # a stretch of the border itself taken for curve, with strokes leaving it on both sides
     # at different rows, is no crossing either
     lab[100:160, 99:102] = 1
     lab[110, 90:100] = 1
     lab[150, 102:112] = 1
-    assert _crossings(lab, 100.0, 0.0, 0.0)[0] == 0
+    assert _crossings(lab, 100.0, 0.0, 0.0) == 0
     kept = _join_crossed([Track(0, 100), Track(100, 200)], lab)
     assert [(t.x0, t.x1) for t in kept] == [(0, 100), (100, 200)]
 

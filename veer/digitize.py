@@ -226,6 +226,19 @@ def _shear(dark: np.ndarray, slope: float, block: int = 32) -> tuple[np.ndarray,
     return out, pad
 
 
+def _grid_models() -> list[np.ndarray]:
+    """Inner line positions (fractions of the width) of the grids a track may carry:
+    linear grids of 3..25 divisions, logarithmic grids of 1..5 decades."""
+    models = [np.arange(1, n) / n for n in range(3, 26)]
+    for d in range(1, 6):
+        f = np.array([(j + math.log10(k)) / d for j in range(d) for k in range(1, 10)])
+        models.append(f[f > 0])
+    return models
+
+
+_GRID_MODELS = _grid_models()
+
+
 def _grid_score(peaks: list[float], a: float, b: float) -> float:
     """How well the line peaks between a and b form a track grid (recall x precision).
 
@@ -238,11 +251,7 @@ def _grid_score(peaks: list[float], a: float, b: float) -> float:
     tol = max(2.0, 0.01 * width)
     pk = np.asarray(peaks)
     best = 0.0
-    models = [np.arange(1, n) / n for n in range(3, 26)]
-    for d in range(1, 6):
-        f = np.array([(j + math.log10(k)) / d for j in range(d) for k in range(1, 10)])
-        models.append(f[f > 0])
-    for f in models:
+    for f in _GRID_MODELS:
         exp = a + f * width
         # lines closer than the tolerance to the next line or border cannot be told apart
         gaps = np.diff(np.r_[a, exp, b])
@@ -254,19 +263,6 @@ def _grid_score(peaks: list[float], a: float, b: float) -> float:
         precision = float((dist.min(axis=0) <= tol).mean())       # peaks the grid explains
         best = max(best, recall * precision)
     return best
-
-
-def _grid_models() -> list[np.ndarray]:
-    """Inner line positions (fractions of the width) of the grids a track may carry:
-    linear grids of 3..25 divisions, logarithmic grids of 1..5 decades."""
-    models = [np.arange(1, n) / n for n in range(3, 26)]
-    for d in range(1, 6):
-        f = np.array([(j + math.log10(k)) / d for j in range(d) for k in range(1, 10)])
-        models.append(f[f > 0])
-    return models
-
-
-_GRID_MODELS = _grid_models()
 
 
 def _grid_fit(peaks: np.ndarray, a: float, b: float) -> tuple[float, float, float]:
@@ -319,7 +315,6 @@ def _tracks_by_grid(lines: Sequence[float], peaks: np.ndarray, min_w: float, max
     end_free = [NEG] * m     # best score with line j outside every track
     back: list[tuple] = [None] * m
     back_free: list[tuple] = [None] * m
-    fits: dict[tuple[int, int], float] = {}
     for j in range(m):
         # line j outside tracks
         if j == 0:
@@ -337,7 +332,6 @@ def _tracks_by_grid(lines: Sequence[float], peaks: np.ndarray, min_w: float, max
             score, rec, prec = _grid_fit(peaks, xs[k], xs[j])
             if rec < min_fit or prec < min_fit:
                 continue
-            fits[(k, j)] = score
             # line k: a shared border (already counted) or a line made a border (-1 -> +1)
             start = max(end_border[k], (end_free[k] + 2.0) if k else 1.0)
             # inner lines k+1..j-1 not counted yet: the grid's score covers them
@@ -592,17 +586,11 @@ def _split_doubled(tracks: list[Track], labels: np.ndarray, lines: Sequence[tupl
             out.append(t)
             continue
         rows = np.arange(0, h, step)
-        shift = t.slope * (rows - t.row_ref)
+        cols = np.arange(w)[None, :] - (t.slope * (rows - t.row_ref))[:, None]  # at the reference row
         best_n, best = 0, []
         for cls in (CURVE1, CURVE2):
-            ink = labels[::step] == cls
-            has = ink.any(axis=1)
-            if has.sum() < 20:
-                continue
-            cols = np.arange(w)[None, :] - shift[:, None]     # columns at the reference row
-            inside = (cols > t.x0 + 3) & (cols < t.x1 - 3) & ink
-            has = inside.any(axis=1)
-            n_has = int(has.sum())
+            inside = (cols > t.x0 + 3) & (cols < t.x1 - 3) & (labels[::step] == cls)
+            n_has = int(inside.any(axis=1).sum())
             if n_has < 20:
                 continue
             for x, m in inner:
@@ -615,12 +603,11 @@ def _split_doubled(tracks: list[Track], labels: np.ndarray, lines: Sequence[tupl
                     best.append((x, m, both))
         top = max((b for _, _, b in best), default=0)
         tied = sorted((x, m) for x, m, b in best if b >= 0.9 * top
-                      and _crossings(labels, x, t.slope, t.row_ref)[0] < 2)
+                      and _crossings(labels, x, t.slope, t.row_ref) < 2)
         if not tied:
             out.append(t)
             continue
         xa, xb = tied[0][0], tied[-1][0]
-        cols = np.arange(w)[None, :] - shift[:, None]
         curve = (labels[::step] == CURVE1) | (labels[::step] == CURVE2)
         empty = not (curve & (cols > xa + 3) & (cols < xb - 3)).any()
         grid = int(((peaks > xa + 4) & (peaks < xb - 4)).sum())
@@ -633,16 +620,15 @@ def _split_doubled(tracks: list[Track], labels: np.ndarray, lines: Sequence[tupl
 
 
 def _crossings(labels: np.ndarray, x: float, slope: float, row_ref: float, reach: int = 6,
-               min_rows: int = 4) -> tuple[int, int]:
-    """Curve strokes at the vertical line at ``x`` (drifting by ``slope``): (crossing, touching).
+               min_rows: int = 4) -> int:
+    """How many curve strokes cross the vertical line at ``x`` (drifting by ``slope``).
 
-    A stroke touches when a connected piece of a curve class reaches within
-    1 px of the line; it crosses when that piece also has pixels ``reach`` px
-    left and ``reach`` px right of the line, over ``min_rows`` rows or more
-    (a few rows across are the ends of two near-horizontal sweeps meeting at
-    a border from either side), and is on one side first and then on the
-    other. Curves never cross a track's border (they
-    wrap around instead, touching it), so a line most strokes cross is a grid line.
+    A stroke crosses when one connected piece of a curve class has pixels
+    ``reach`` px left and ``reach`` px right of the line, over ``min_rows``
+    rows or more (a few rows across are the ends of two near-horizontal
+    sweeps meeting at a border from either side), and is on one side first
+    and then on the other. Curves never cross a track's border (they wrap
+    around instead), so a line that strokes cross is a grid line.
     """
     from scipy import ndimage
 
@@ -652,14 +638,11 @@ def _crossings(labels: np.ndarray, x: float, slope: float, row_ref: float, reach
     cols = centre[:, None] + np.arange(-reach, reach + 1)[None, :]
     valid = (cols >= 0) & (cols < w)
     band = np.where(valid, labels[rows[:, None], np.clip(cols, 0, w - 1)], 0)
-    crossing = touching = 0
+    crossing = 0
     for cls in (CURVE1, CURVE2):
         lab, k = ndimage.label((band == cls) | (band == IGNORE))
         if k == 0:
             continue
-        mid = np.unique(lab[:, reach - 1:reach + 2])
-        mid = mid[mid > 0]
-        touching += int(mid.size)
         left = np.unique(lab[:, :2])
         right = np.unique(lab[:, -2:])
         both = np.intersect1d(left[left > 0], right[right > 0])
@@ -675,12 +658,12 @@ def _crossings(labels: np.ndarray, x: float, slope: float, row_ref: float, reach
             first, last = (lr, rr) if lr[0] <= rr[0] else (rr, lr)
             through = first[-1] <= last[0] + 3 and cr[0] >= first[0] - 3 and cr[-1] <= last[-1] + 3
             crossing += int(tall and through)
-    return crossing, touching
+    return crossing
 
 
 def _crossed(labels: np.ndarray, x: float, slope: float, row_ref: float, min_crossings: int = 3) -> bool:
     """True when ``min_crossings`` or more curve strokes cross the line at ``x``."""
-    return _crossings(labels, x, slope, row_ref)[0] >= min_crossings
+    return _crossings(labels, x, slope, row_ref) >= min_crossings
 
 
 def _join_crossed(tracks: list[Track], labels: np.ndarray) -> list[Track]:
