@@ -412,6 +412,12 @@ def find_tracks(gray: np.ndarray, *, labels: np.ndarray | None = None, min_width
        (a decade line, the centre line) when they are cells of the same width
        and both hold a grid, or when the line between them is clearly lighter
        than the borders of the depth column.
+    5. With ``labels``: where those tracks leave curves out, the layout that
+       best explains the vertical lines as track grids is taken instead when
+       it holds clearly more of them (:func:`_tracks_by_grid`); neighbouring
+       tracks whose shared line curve strokes cross are one track
+       (:func:`_join_crossed`); a track with two curves of one class side by
+       side is two (:func:`_split_doubled`).
 
     Returns :class:`Track` objects whose x0/x1 are the centres of the border
     lines at mid-height (where the scale's end values are drawn), and
