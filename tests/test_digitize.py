@@ -303,7 +303,8 @@ def test_score_detects_missed_and_spurious_rows_and_matches_tracks_by_overlap():
     far.attrs["tracks"] = [{"x0": 22.0, "x1": 250.0}]                  # right border 50 px off
     off = dz.score_curves(truth, far)
     assert off["tracks_matched"] == 1 and off["tracks_right"] == 0 and not off["all_tracks_right"]
-    assert dz.pool_scores([s, off, s])["logs_tracks_right"] == 2
+    pooled = dz.pool_scores([s, off, s])
+    assert pooled["logs_tracks_right"] == 2 and pooled["track_tol_px"] == 6.0
     assert c["missed"] == pytest.approx(100 / 300)
     assert c["spurious"] == pytest.approx(100 / 300)                  # rows 300.. found but absent
     assert c["median_px"] == pytest.approx(0.0)

@@ -585,17 +585,20 @@ def _split_doubled(tracks: list[Track], labels: np.ndarray, lines: Sequence[tupl
     and both its lines become borders.
     """
     h, w = labels.shape
+    sub = labels[::step]
+    rows = np.arange(0, h, step)
+    ink = {cls: sub == cls for cls in (CURVE1, CURVE2)}
+    curve = ink[CURVE1] | ink[CURVE2]
     out: list[Track] = []
     for t in tracks:
         inner = [(x, m) for x, m in lines if t.x0 + 8 < x < t.x1 - 8]
         if not inner:
             out.append(t)
             continue
-        rows = np.arange(0, h, step)
         cols = np.arange(w)[None, :] - (t.slope * (rows - t.row_ref))[:, None]  # at the reference row
         best_n, best = 0, []
         for cls in (CURVE1, CURVE2):
-            inside = (cols > t.x0 + 3) & (cols < t.x1 - 3) & (labels[::step] == cls)
+            inside = (cols > t.x0 + 3) & (cols < t.x1 - 3) & ink[cls]
             n_has = int(inside.any(axis=1).sum())
             if n_has < 20:
                 continue
@@ -614,7 +617,6 @@ def _split_doubled(tracks: list[Track], labels: np.ndarray, lines: Sequence[tupl
             out.append(t)
             continue
         xa, xb = tied[0][0], tied[-1][0]
-        curve = (labels[::step] == CURVE1) | (labels[::step] == CURVE2)
         empty = not (curve & (cols > xa + 3) & (cols < xb - 3)).any()
         grid = int(((peaks > xa + 4) & (peaks < xb - 4)).sum())
         if xb - xa >= 20 and empty and grid == 0:
@@ -2052,6 +2054,7 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
                 if max(abs(found[j].x0 - tt[i, 0]), abs(found[j].x1 - tt[i, 1])) <= track_tol_px)
     out: dict[str, Any] = {"tracks_truth": int(n_truth), "tracks_found": len(found),
                            "tracks_matched": len(match), "tracks_right": int(right),
+                           "track_tol_px": float(track_tol_px),
                            "all_tracks_right": bool(right == n_truth and len(found) == n_truth)}
     for ci, name in enumerate(CURVES):
         errs, t_vals, f_vals = [], [], []
@@ -2137,7 +2140,8 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
 def pool_scores(scores: Sequence[Mapping]) -> dict:
     """Pool :func:`score_curves` results of many logs: shares from summed counts, medians of medians."""
     out: dict[str, Any] = {"logs": len(scores),
-                           "logs_tracks_right": sum(1 for s in scores if s.get("all_tracks_right"))}
+                           "logs_tracks_right": sum(1 for s in scores if s.get("all_tracks_right")),
+                           "track_tol_px": next((s["track_tol_px"] for s in scores if "track_tol_px" in s), None)}
     for name in CURVES:
         rows = [s[name] for s in scores if name in s]
         tot = {k: sum(int(r.get(k, 0) or 0) for r in rows)

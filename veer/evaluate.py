@@ -652,7 +652,8 @@ def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
         lines.append(f"{'':<20}({m}: {how}; wraps: wrap-arounds followed; MAE (each track's units) "
                      f"and R2 {'median over logs' if pooled else 'mean over logs'})")
         if pooled.get("logs_tracks_right") is not None and pooled.get("logs"):
-            lines.append(f"{'':<20}({m}: tracks found right, every border within 6 px, on "
+            lines.append(f"{'':<20}({m}: tracks found right, every border within "
+                         f"{pooled.get('track_tol_px') or 6:g} px, on "
                          f"{pooled['logs_tracks_right']} of {pooled['logs']} logs)")
         if dz.get("failed_samples"):
             lines.append(f"{'':<20}digitisation failed on {dz['failed_samples']} sample(s): {dz['errors'][0]}")
