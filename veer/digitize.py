@@ -68,6 +68,7 @@ from veer.errors import ConfigError, MaskError, VeerError
 
 CURVES = ("curve1", "curve2")
 SOLID_SHARE = 0.9          # a trace whose ink covers this share of its rows is continuous (solid)
+SWEEP_WIDTH = 0.25         # a row whose ink spans this share of the track may be a sweep across it (_resolve_sweeps)
 CURVE_CLASSES = {"curve1": CURVE1, "curve2": CURVE2}
 LAS_NULL = -999.25
 DEPTH_UNITS = {"ft": "F", "m": "M"}
@@ -1052,7 +1053,10 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
     first = np.where(any_ink, np.argmax(m, axis=1), 0)
     last = np.where(any_ink, bw - 1 - np.argmax(m[:, ::-1], axis=1), -1)
     extent = last - first + 1
-    wide = any_ink & (extent > max(4.0 * hw + 8.0, 0.04 * width))
+    # a sweep through a border inks a row from near one border to near the other; a quarter of
+    # the track is far wider than any plain stroke, and a wiggle of the trace just after a sweep
+    # (a thin bed) stays narrow, so it does not merge into the sweep and blur its ink
+    wide = any_ink & (extent > max(4.0 * hw + 8.0, SWEEP_WIDTH * width))
     if not wide.any():
         return c, wr
     near = prm.join_tol + hw
@@ -2030,6 +2034,12 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
       (the wrap count changes) and the share whose unwrapped position right
       after the event matches the truth (median |frac error| < 0.25 over the
       next ``wrap_window`` rows);
+    * ``wrap_steps_correct``, ``wrap_step_share``: the events whose step the
+      trace gets right: its error after the event (over ``wrap_window`` rows)
+      is within 0.25 of its error before. A step missed earlier, or a trace
+      whose most-rows wrap count is not the truth's zero (a curve off scale
+      on most of the log), fails ``wrap_share`` for every later event but
+      not this;
     * ``mae`` and ``r2``: in the track's physical units (the table's values if
       calibrated, else the trace mapped through the truth's value scale).
 
@@ -2059,7 +2069,7 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
     for ci, name in enumerate(CURVES):
         errs, t_vals, f_vals = [], [], []
         n_truth_rows = n_found_rows = n_missed = n_spurious = n_within = 0
-        n_wraps = n_wraps_ok = 0
+        n_wraps = n_wraps_ok = n_steps_ok = 0
         for ti in range(n_truth):
             tx = cl[ti, ci]
             exists = np.isfinite(tx)
@@ -2095,13 +2105,18 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
                 valid = np.flatnonzero(np.isfinite(wr))
                 if valid.size > 1:
                     ev = valid[1:][wr[valid[1:]] != wr[valid[:-1]]]
+                    off = ffrac - tfrac
                     for r in ev.tolist():
                         n_wraps += 1
-                        win = slice(r, min(height, r + wrap_window))
-                        d = np.abs(ffrac[win] - tfrac[win])
-                        d = d[np.isfinite(d)]
-                        if d.size and float(np.median(d)) < 0.25:
+                        after = off[r:min(height, r + wrap_window)]
+                        after = after[np.isfinite(after)]
+                        before = off[max(0, r - wrap_window):r]
+                        before = before[np.isfinite(before)]
+                        if after.size and abs(float(np.median(after))) < 0.25:
                             n_wraps_ok += 1
+                        if after.size and before.size and \
+                                abs(float(np.median(after)) - float(np.median(before))) < 0.25:
+                            n_steps_ok += 1
         e = np.concatenate(errs) if errs else np.zeros(0)
         tvs = np.concatenate(t_vals) if t_vals else np.zeros(0)
         fvs = np.concatenate(f_vals) if f_vals else np.zeros(0)
@@ -2117,6 +2132,8 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
             "spurious": n_spurious / n_found_rows if n_found_rows else 0.0,
             "wraps": n_wraps, "wraps_correct": n_wraps_ok,
             "wrap_share": n_wraps_ok / n_wraps if n_wraps else None,
+            "wrap_steps_correct": n_steps_ok,
+            "wrap_step_share": n_steps_ok / n_wraps if n_wraps else None,
             "n_value_rows": int(tvs.size),
         }
         if tvs.size:
@@ -2146,7 +2163,7 @@ def pool_scores(scores: Sequence[Mapping]) -> dict:
         rows = [s[name] for s in scores if name in s]
         tot = {k: sum(int(r.get(k, 0) or 0) for r in rows)
                for k in ("n_truth_rows", "n_found_rows", "n_both_rows", "n_within", "n_missed",
-                         "n_spurious", "wraps", "wraps_correct", "n_value_rows")}
+                         "n_spurious", "wraps", "wraps_correct", "wrap_steps_correct", "n_value_rows")}
         med = [r["median_px"] for r in rows if r.get("median_px") is not None]
         maes = [(r["mae"], r["n_value_rows"]) for r in rows if r.get("mae") is not None]
         r2 = [r["r2"] for r in rows if r.get("r2") is not None]
@@ -2158,6 +2175,7 @@ def pool_scores(scores: Sequence[Mapping]) -> dict:
             "missed": tot["n_missed"] / tot["n_truth_rows"] if tot["n_truth_rows"] else None,
             "spurious": tot["n_spurious"] / tot["n_found_rows"] if tot["n_found_rows"] else 0.0,
             "wrap_share": tot["wraps_correct"] / tot["wraps"] if tot["wraps"] else None,
+            "wrap_step_share": tot["wrap_steps_correct"] / tot["wraps"] if tot["wraps"] else None,
             "mae": float(sum(m * n for m, n in maes) / max(1, sum(n for _, n in maes))) if maes else None,
             # per log: one wrong wrap on a 4-decade log track multiplies values by 10^4, so the
             # pooled MAE is one bad log's; the median over logs says what a typical log gets

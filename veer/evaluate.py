@@ -626,7 +626,8 @@ def format_table(report: Mapping) -> str:
 # (label, key in pool_scores / score_curves output, is a share)
 DIGITIZE_COLUMNS = (("median px", "median_px", False), ("within 3px", "within3", True),
                     ("missed", "missed", True), ("spurious", "spurious", True),
-                    ("wraps", "wrap_share", True), ("MAE", "mae", False), ("R2", "r2", False))
+                    ("wraps", "wrap_share", True), ("wrap steps", "wrap_step_share", True),
+                    ("MAE", "mae", False), ("R2", "r2", False))
 
 
 def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
@@ -649,8 +650,9 @@ def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
                 cells.append(_f(value, pct=share, width=11))
             lines.append(f"{m + ' ' + name:<20}" + "".join(cells))
         how = f"pooled over {dz['samples']} logs" if pooled else f"mean over {dz['samples']} logs"
-        lines.append(f"{'':<20}({m}: {how}; wraps: wrap-arounds followed; MAE (each track's units) "
-                     f"and R2 {'median over logs' if pooled else 'mean over logs'})")
+        lines.append(f"{'':<20}({m}: {how}; wraps: values right after each "
+                     f"wrap-around; wrap steps: the step across it right, whatever came before; "
+                     f"MAE (each track's units) and R2 {'median over logs' if pooled else 'mean over logs'})")
         if pooled.get("logs_tracks_right") is not None and pooled.get("logs"):
             lines.append(f"{'':<20}({m}: tracks found right, every border within "
                          f"{pooled.get('track_tol_px') or 6:g} px, on "

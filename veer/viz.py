@@ -670,7 +670,8 @@ def calibration_defaults(meta: Mapping | None, height: int) -> dict:
 
 CURVE_SCORE_COLUMNS = (("median_px", "median error (px)"), ("p95_px", "95th pct error (px)"),
                        ("within3", "rows within 3 px"), ("missed", "rows missed"), ("spurious", "rows spurious"),
-                       ("wrap_share", "wrap-arounds followed"), ("mae", "MAE (value units)"), ("r2", "R²"))
+                       ("wrap_share", "wrap-arounds followed"), ("wrap_step_share", "wrap steps right"),
+                       ("mae", "MAE (value units)"), ("r2", "R²"))
 
 
 def flatten_scores(scores: Mapping) -> list[dict]:
