@@ -62,14 +62,22 @@ class EdgeNet(PointNet):
         return out + 40.0 * ring * torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1)
 
 
-def whole_image_probs(models, gray: np.ndarray, mode: str = "joint") -> np.ndarray:
-    """The reference: one pass of the network(s) over the whole image."""
+def whole_image_probs(models, gray: np.ndarray, mode: str = "joint", flip: bool = True) -> np.ndarray:
+    """The reference: one pass of the network(s) over the whole image (and one over its mirror,
+    mapped back and averaged, as the segmenter does by default)."""
     x = torch.from_numpy(gray).float().div(255.0)[None, None]
-    with torch.no_grad():
-        outs = [m.eval()(x) for m in models]
-    if mode == "joint":
-        return torch.softmax(outs[0], 1)[0].numpy()
-    return torch.sigmoid(torch.cat(outs, 1))[0].numpy()
+
+    def view(t):
+        with torch.no_grad():
+            outs = [m.eval()(t) for m in models]
+        if mode == "joint":
+            return torch.softmax(outs[0], 1)
+        return torch.sigmoid(torch.cat(outs, 1))
+
+    p = view(x)
+    if flip:
+        p = (p + torch.flip(view(torch.flip(x, dims=[3])), dims=[3])) / 2
+    return p[0].numpy()
 
 
 @pytest.fixture
@@ -137,6 +145,21 @@ def test_tiled_equals_whole_image_for_a_pointwise_model(gray):
     assert res.labels.dtype == np.uint8 and res.labels.shape == gray.shape
     assert np.abs(res.probs - ref).max() < 1e-5
     assert np.array_equal(res.labels, ref.argmax(0))
+
+
+def test_the_mirror_view_is_averaged_in_and_can_be_switched_off(rng):
+    # one tile covers the image, so each way is exactly one pass of the network per view
+    model = LocalNet()
+    img = rng.integers(0, 256, size=(40, 56), dtype=np.uint8)
+    both = seg_for(model, tile=64).segment(img, return_probs=True)
+    one = seg_for(model, tile=64, flip=False).segment(img, return_probs=True)
+    assert np.abs(both.probs - whole_image_probs([model], img)).max() < 1e-5
+    assert np.abs(one.probs - whole_image_probs([model], img, flip=False)).max() < 1e-5
+    assert np.abs(both.probs - one.probs).max() > 1e-3, "the mirror view changes the probabilities"
+    # averaged over both views, the answer on a mirrored scan is the mirrored answer
+    mirrored = seg_for(model, tile=64).segment(img[:, ::-1].copy(), return_probs=True)
+    assert np.abs(mirrored.probs[:, :, ::-1] - both.probs).max() < 1e-5
+    assert seg_for(model).views == 2 and seg_for(model, flip=False).views == 1
 
 
 def test_tiled_differs_from_whole_image_only_near_inner_tile_borders(gray):

@@ -10,6 +10,7 @@ px, about 30 Mpx, from :func:`veer.synth.generate_log`, saved as a PNG):
   resident set (``ru_maxrss``), which covers everything it did.
 * the naive way, in a second child, on the same tiles and the same threads:
   one tile at a time, no batching, fp32 NCHW tensors (no channels-last),
+  the mirror view (on unless ``--no-flip``) run as a second pass per tile,
   ``torch.no_grad`` instead of inference mode, and full-image float32
   accumulators. The CPU is shared, so its load can change during a run: the
   child alternates, a strip of the log two tile rows high segmented by the
@@ -178,7 +179,7 @@ def _child_engine(opts: dict) -> dict:
     models, cards = _load_models(opts["mode"], opts.get("models_dir"), opts.get("random_weights", False))
     seg = Segmenter.from_models(opts["mode"], models, opts["device"], tile=opts["tile"],
                                 overlap=opts["overlap"], batch_size=opts.get("batch"),
-                                precision=opts.get("precision") or "auto")
+                                precision=opts.get("precision") or "auto", flip=opts.get("flip", True))
     seg.cards = cards
     load_s = time.perf_counter() - t0
     gmac = float(sum(gmac_per_megapixel(m) for m in seg.models))
@@ -202,7 +203,9 @@ def _child_engine(opts: dict) -> dict:
         "device": res.device, "threads": torch.get_num_threads(), "load_average": _loadavg(),
         "tiles": plan.n_tiles, "tile": [plan.tile_h, plan.tile_w], "max_tile": list(seg.tile),
         "overlap": seg.overlap, "batch": seg.batch_size, "band_rows": seg.band_rows,
-        "compute_factor": plan.compute_factor, "model_load_s": load_s, "read_s": read_s,
+        # px the network evaluates per image px: the tiles' overlap times the views per tile
+        "compute_factor": plan.compute_factor * seg.views, "overlap_factor": plan.compute_factor,
+        "views": seg.views, "model_load_s": load_s, "read_s": read_s,
         "segment_s": res.seconds, "segment_cpu_s": cpu_s, "write_s": write_s,
         "end_to_end_s": read_s + res.seconds + write_s,
         "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
@@ -235,7 +238,8 @@ def _child_naive(opts: dict) -> dict:
     models = [m.to(dev).eval() for m in models]  # fp32, NCHW: no channels-last
     fast, _ = _load_models(opts["mode"], opts.get("models_dir"), rw)
     seg = Segmenter.from_models(opts["mode"], fast, dev, tile=opts["tile"], overlap=opts["overlap"],
-                                batch_size=opts.get("batch"), precision=opts.get("precision") or "auto")
+                                batch_size=opts.get("batch"), precision=opts.get("precision") or "auto",
+                                flip=opts.get("flip", True))
     gray = read_scan(opts["image"], max_pixels=10**9).gray
     H, W = gray.shape
     plan = seg.plan(H, W)
@@ -244,14 +248,18 @@ def _child_naive(opts: dict) -> dict:
     acc = np.zeros((3, H, W), np.float32)   # the naive way: whole-image float32 accumulators
     wsum = np.zeros((H, W), np.float32)
 
-    def one_tile(y: int, x: int) -> None:
-        t = torch.from_numpy(gray[y:y + th, x:x + tw].astype(np.float32) / 255.0)[None, None].to(dev)
+    def one_view(t):
         with torch.no_grad():
             outs = [m(t) for m in models]
             if opts["mode"] == "joint":
-                p = torch.softmax(outs[0], 1)
-            else:
-                p = torch.sigmoid(torch.cat(outs, 1))
+                return torch.softmax(outs[0], 1)
+            return torch.sigmoid(torch.cat(outs, 1))
+
+    def one_tile(y: int, x: int) -> None:
+        t = torch.from_numpy(gray[y:y + th, x:x + tw].astype(np.float32) / 255.0)[None, None].to(dev)
+        p = one_view(t)
+        if seg.flip:   # the same views as the engine, one after the other
+            p = (p + torch.flip(one_view(torch.flip(t, dims=[3])), dims=[3])) * 0.5
         p = p[0].cpu().numpy()
         acc[:, y:y + th, x:x + tw] += p * weight
         wsum[y:y + th, x:x + tw] += weight
@@ -325,7 +333,8 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                   device: str = "auto", models_dir: str | None = None, tile: int | None = None,
                   overlap: float | None = None, batch: int | None = None, naive_tiles: int = 24,
                   threads: int | None = None, random_weights: bool = False, seed: int = 0,
-                  log=None, say=print, matmul_n: int = 2048, precision: str = "auto") -> dict:
+                  log=None, say=print, matmul_n: int = 2048, precision: str = "auto",
+                  flip: bool = True) -> dict:
     """Engine vs naive on one synthetic log; returns the figures (see the module docstring)."""
     from veer import infer
     from veer.io import save_png
@@ -349,7 +358,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                 "overlap": infer.DEFAULT_OVERLAP if overlap is None else overlap,
                 "batch": batch, "threads": threads, "random_weights": random_weights,
                 "image": image, "out_mask": str(Path(tmp) / "log.mask.png"), "naive_tiles": naive_tiles,
-                "matmul_n": matmul_n, "precision": precision}
+                "matmul_n": matmul_n, "precision": precision, "flip": bool(flip)}
         say("segmenting it with the engine (child process) ...")
         eng = _run_child("engine", opts)
         say(f"timing the naive way against the engine on about {naive_tiles} of {eng['tiles']} tiles, "
@@ -395,7 +404,9 @@ def table(fig: dict) -> str:
                        f"load average {seg.get('load_average')} on {os.cpu_count()} cores"),
             ("tiling", f"{seg['tiles']} tiles of {seg['tile'][1]} x {seg['tile'][0]} px, overlap >= "
                        f"{seg['overlap']:.3g}, batch {seg['batch']}, bands of {seg['band_rows']} rows; "
-                       f"{seg['compute_factor']:.2f} px computed per image px"),
+                       f"{seg['compute_factor']:.2f} px computed per image px"
+                       + (f" ({seg['overlap_factor']:.2f} overlap x {seg['views']} views, the mirror too)"
+                          if seg.get("views", 1) > 1 else "")),
             ("model load", f"{seg['model_load_s']:.2f} s"),
             ("read PNG", f"{seg['read_s']:.2f} s"),
             ("segment", f"{seg['segment_s']:.2f} s ({seg['segment_mpx_per_s']:.2f} Mpx/s)"
@@ -413,7 +424,8 @@ def table(fig: dict) -> str:
                           f"{nv['rounds']} round(s); whole log est. {nv['segment_s_est']:.1f} s"),
             ("speed-up", f"{seg['speedup']:.2f}x (interleaved); {seg['speedup_vs_full_run']:.2f}x against the "
                          f"full engine run above{_mark(seg['speedup'] >= TARGETS['speedup'])}"),
-            ("network cost", f"{seg['gmac_per_mpx']:.2f} GMAC/Mpx; x{seg['compute_factor']:.2f} overlap = "
+            ("network cost", f"{seg['gmac_per_mpx']:.2f} GMAC/Mpx; x{seg['compute_factor']:.2f} "
+                             f"{'overlap and views' if seg.get('views', 1) > 1 else 'overlap'} = "
                              f"{seg['gmac_per_mpx'] * seg['compute_factor']:.2f} GMAC per image Mpx"),
             ("achieved", f"{seg['gflop_per_s']:.1f} GFLOP/s = {100 * seg['peak_fraction']:.0f}% of the "
                          f"fp32 matmul peak"
@@ -457,6 +469,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="the engine's arithmetic (default auto; the naive way is always fp32)")
+    parser.add_argument("--no-flip", dest="flip", action="store_false",
+                        help="one view per tile, without the mirror (both the engine and the naive way)")
     parser.add_argument("--naive-tiles", type=int, default=24,
                         help="tiles timed the naive way (and again by the engine, interleaved)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log")
@@ -488,7 +502,7 @@ def run(args) -> int:
             height=args.height or LOG_HEIGHT, width=args.width or LOG_WIDTH, mode=args.mode, device=args.device,
             models_dir=args.models, tile=args.tile, overlap=args.overlap, batch=args.batch,
             naive_tiles=args.naive_tiles, threads=args.threads, random_weights=args.random_weights,
-            seed=args.seed, say=say, precision=args.precision)
+            seed=args.seed, say=say, precision=args.precision, flip=args.flip)
     if args.what == "load":
         from veer import loadtest
 

@@ -70,11 +70,11 @@ Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what wa
 # that ``--help`` is quick and tests can replace them (monkeypatch).
 
 
-def get_segmenter(mode: str, device: str = "auto", models_dir=None):
+def get_segmenter(mode: str, device: str = "auto", models_dir=None, flip: bool = True):
     """The process-wide cached segmenter of ``mode`` (veer.infer.get_segmenter)."""
     from veer.infer import get_segmenter as _get_segmenter
 
-    return _get_segmenter(mode, device=device, models_dir=models_dir)
+    return _get_segmenter(mode, device=device, models_dir=models_dir, flip=flip)
 
 
 def find_samples(folder) -> list[Path]:
@@ -290,12 +290,13 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
                     models_dir=None, segmenters: Mapping[str, Any] | None = None,
                     tol: int = TOLERANCE_PX, digitize: bool = True,
                     cancel: threading.Event | None = None,
-                    keep_partial_on_interrupt: bool = False, truth_curves: bool = False) -> dict:
+                    keep_partial_on_interrupt: bool = False, truth_curves: bool = False,
+                    flip: bool = True) -> dict:
     """Evaluate ``modes`` on every sample with truth in ``data_dir``; return the report.
 
     ``progress(done, total, text)`` is called after each (sample, pipeline)
     step. ``segmenters`` maps mode -> an object with ``segment(gray)`` (default:
-    :func:`get_segmenter`). ``limit`` takes the first K samples. Setting
+    :func:`get_segmenter`, with the mirror view unless ``flip`` is False). ``limit`` takes the first K samples. Setting
     ``cancel`` stops after the current step; the report then covers the
     samples finished so far and has ``"complete": False``.
 
@@ -326,7 +327,8 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
     segs = dict(segmenters or {})
     for mode in modes:
         if mode not in segs:
-            segs[mode] = get_segmenter(mode, device=device, models_dir=models_dir)
+            segs[mode] = get_segmenter(mode, device=device, models_dir=models_dir, flip=flip)
+    views = {m: int(getattr(segs[m], "views", 1)) for m in modes}
     dz = digitize_api() if digitize else None
 
     totals = {m: _PipelineTotals(m, tol) for m in modes}
@@ -413,6 +415,7 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
         "modes": list(modes),
         "device": _device_text(devices, device),
         "devices": devices,
+        "views": views,
         "tolerance_px": int(tol),
         "data": {
             "dir": str(data_dir),
@@ -572,6 +575,10 @@ def format_table(report: Mapping) -> str:
     data = report.get("data", {})
     lines = [f"veer evaluation: {data.get('description', '')}",
              f"device: {report.get('device', '?')}"]
+    views = report.get("views") or {}
+    if views:
+        lines.append("views per tile: " + ", ".join(
+            f"{m} {v} ({'with the mirror' if v == 2 else 'one pass'})" for m, v in views.items()))
     if not report.get("complete", True):
         lines.append("STOPPED EARLY: the figures cover the samples finished before the stop")
     if data.get("samples_failed"):
@@ -678,6 +685,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tol", type=int, default=TOLERANCE_PX,
                         help=f"tolerance in px for the tolerant scores (default {TOLERANCE_PX})")
     parser.add_argument("--models", default=None, help="folder of model weights (default assets/models)")
+    parser.add_argument("--no-flip", dest="flip", action="store_false",
+                        help="segment each tile once, without the mirrored second view")
     parser.add_argument("--no-digitize", action="store_true", help="skip the curve-digitisation scores")
     parser.add_argument("--truth-curves", action="store_true",
                         help="also trace the truth masks (the digitiser's own error, as pipeline truth_mask)")
@@ -710,7 +719,7 @@ def run(args: argparse.Namespace) -> int:
                           + "; pass --n N to generate N synthetic logs there")
     modes = _check_modes(args.mode)
     # load the models before any progress bar, so a missing weight file is one clean line
-    segmenters = {m: get_segmenter(m, device=args.device, models_dir=args.models) for m in modes}
+    segmenters = {m: get_segmenter(m, device=args.device, models_dir=args.models, flip=args.flip) for m in modes}
 
     with tqdm(desc="evaluating", unit="step", file=sys.stderr) as bar:
         def progress(done: int, total: int, text: str) -> None:
