@@ -249,6 +249,23 @@ def test_fast_sweep_through_a_border_keeps_its_wrap(f_before, f_after, solid):
     assert np.mean(np.abs(got[far] - want[far]) < 0.02) > 0.97, "the wrap across the sweep is counted"
 
 
+@pytest.mark.parametrize("level, dip", [(0.58, -0.74), (0.4, 1.7)])
+def test_a_thin_bed_off_scale_between_two_sweeps_is_one_wrap_out(level, dip):
+    # A thin bed whose reading runs off scale for four rows: the pen sweeps out through one
+    # border and back within a few rows, so every row of the event is inked across the track;
+    # the rows at the tip of the excursion are one wrap out, not on scale
+    frac = np.full(ROWS.size, level)
+    frac[150:152] = np.linspace(level, dip, 4)[1:3]
+    frac[152:156] = dip
+    frac[156:158] = np.linspace(dip, level, 4)[1:3]
+    mask = _wrapped_mask(frac, TRACK, width=3.0)
+    table = dz.trace_curves(mask, [TRACK])
+    got = np.asarray(TRACK.frac(table["row"], table["curve1_xu"]), np.float64)
+    assert np.all(np.abs(got[153:155] - dip) < 0.02), "the tip of the excursion is off scale"
+    far = np.abs(ROWS - 154) > 8
+    assert np.mean(np.abs(got[far] - frac[far]) < 0.02) > 0.97
+
+
 def test_score_counts_wrap_events():
     frac = np.where(ROWS < 200, 0.6 + ROWS * 0.002, 1.2 - (ROWS - 200) * 0.002)
     mask = _wrapped_mask(frac, TRACK)

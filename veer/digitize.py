@@ -1130,6 +1130,7 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
             costs[d] = _sweep_cost(*args, x_b, x_a + d * width, empty_weight) + turn_cost(sgn, sgn)
         # out through a border and back (the reading runs off scale for a few rows only)
         lo_i, hi_i = int(round(min(x_b, x_a) - c_lo)), int(round(max(x_b, x_a) - c_lo))
+        excursion, exc_back = 0, None          # the side of the excursion, if that explains it best
         for via_left in (True, False):
             back = _edge_run(closed, from_right=via_left)   # the ink the pen returns along
             if not back.any():
@@ -1142,7 +1143,9 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
             d0 = -1.0 if via_left else 1.0
             cost = _sweep_cost(*args, x_b, x_a, empty_weight, spike=spike | back) + 0.05 * width \
                 + turn_cost(d0, -d0)
-            costs[0] = min(costs[0], cost)
+            if cost < costs[0]:
+                costs[0] = cost
+                excursion, exc_back = (-1 if via_left else 1), back
         best = min(costs, key=lambda d: (costs[d], abs(d)))
         if costs[best] > costs[cur] - max(10.0, 0.03 * width):
             best = cur                     # keep the chain's choice unless the ink clearly says otherwise
@@ -1152,6 +1155,28 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
             changed = True
         # rows inside the sweep: the wrap that puts them on it
         a_u, b_u = sorted((x_b, x_a + best * width))
+        if best == 0 and excursion:
+            # out through a border and back: the rows between the pen's arrival at the other
+            # border and its return there, whose trace lies on the ink it returns along, are
+            # one wrap out
+            far = (hi_e - near) if excursion < 0 else (lo_e + near)
+            seg_rows = np.arange(rb, ra + 1)
+            at_far = (last[rb:ra + 1] >= far) if excursion < 0 else \
+                (any_ink[rb:ra + 1] & (first[rb:ra + 1] <= far))
+            if at_far.sum() >= 2:
+                t0, t1 = seg_rows[at_far][0], seg_rows[at_far][-1]
+                for k in range(ib + 1, ia):
+                    if not t0 < rows[k] < t1:
+                        continue
+                    drawn = c[k] - wr[k] * width - col0
+                    if (drawn <= lo_e + near) if excursion < 0 else (drawn >= hi_e - near):
+                        continue                   # at the border it leaves through: not out yet
+                    col = min(max(int(round(drawn - c_lo)), 0), exc_back.size - 1)
+                    if exc_back[col]:
+                        w_ = int(wr[ib]) + excursion
+                        c[k] += (w_ - wr[k]) * width
+                        wr[k] = w_
+            continue
         for k in range(ib + 1, ia):
             drawn = c[k] - wr[k] * width - col0
             opts = [(w_, drawn + (w_ - wr[ib]) * width) for w_ in {int(wr[ib]), int(wr[ib]) + best}]
