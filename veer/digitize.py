@@ -2060,8 +2060,9 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
       after the event matches the truth (median |frac error| < 0.25 over the
       next ``wrap_window`` rows);
     * ``wrap_steps_correct``, ``wrap_step_share``: the events whose step the
-      trace gets right: its error after the event (over ``wrap_window`` rows)
-      is within 0.25 of its error before. A step missed earlier, or a trace
+      trace gets right: its error over its first ``wrap_window`` traced rows
+      after the event is within 0.25 of its error over its last ones before
+      (each looked for up to ``6 * wrap_window`` rows away). A step missed earlier, or a trace
       whose most-rows wrap count is not the truth's zero (a curve off scale
       on most of the log), fails ``wrap_share`` for every later event but
       not this;
@@ -2135,12 +2136,16 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
                         n_wraps += 1
                         after = off[r:min(height, r + wrap_window)]
                         after = after[np.isfinite(after)]
-                        before = off[max(0, r - wrap_window):r]
-                        before = before[np.isfinite(before)]
+                        # the step: the trace's first rows after the event against its last ones
+                        # before (a dash gap or a stretch a model missed may come between)
+                        later = off[r:min(height, r + 6 * wrap_window)]
+                        later = later[np.isfinite(later)][:wrap_window]
+                        before = off[max(0, r - 6 * wrap_window):r]
+                        before = before[np.isfinite(before)][-wrap_window:]
                         if after.size and abs(float(np.median(after))) < 0.25:
                             n_wraps_ok += 1
-                        if after.size and before.size and \
-                                abs(float(np.median(after)) - float(np.median(before))) < 0.25:
+                        if later.size and before.size and \
+                                abs(float(np.median(later)) - float(np.median(before))) < 0.25:
                             n_steps_ok += 1
         e = np.concatenate(errs) if errs else np.zeros(0)
         tvs = np.concatenate(t_vals) if t_vals else np.zeros(0)
