@@ -1154,7 +1154,6 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
             c[ia:] += (best - cur) * width
             changed = True
         # rows inside the sweep: the wrap that puts them on it
-        a_u, b_u = sorted((x_b, x_a + best * width))
         if best == 0 and excursion:
             # out through a border and back: the rows between the pen's arrival at the other
             # border and its return there, whose trace lies on the ink it returns along, are
@@ -1177,6 +1176,7 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
                         c[k] += (w_ - wr[k]) * width
                         wr[k] = w_
             continue
+        a_u, b_u = sorted((x_b, x_a + best * width))
         for k in range(ib + 1, ia):
             drawn = c[k] - wr[k] * width - col0
             opts = [(w_, drawn + (w_ - wr[ib]) * width) for w_ in {int(wr[ib]), int(wr[ib]) + best}]
@@ -2062,10 +2062,10 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
     * ``wrap_steps_correct``, ``wrap_step_share``: the events whose step the
       trace gets right: its error over its first ``wrap_window`` traced rows
       after the event is within 0.25 of its error over its last ones before
-      (each looked for up to ``6 * wrap_window`` rows away). A step missed earlier, or a trace
-      whose most-rows wrap count is not the truth's zero (a curve off scale
-      on most of the log), fails ``wrap_share`` for every later event but
-      not this;
+      (each looked for up to ``6 * wrap_window`` rows away). A step missed
+      earlier, or a trace whose most-rows wrap count is not the truth's zero
+      (a curve off scale on most of the log), fails ``wrap_share`` for every
+      later event but not this;
     * ``mae`` and ``r2``: in the track's physical units (the table's values if
       calibrated, else the trace mapped through the truth's value scale).
 

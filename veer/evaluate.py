@@ -296,9 +296,10 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
 
     ``progress(done, total, text)`` is called after each (sample, pipeline)
     step. ``segmenters`` maps mode -> an object with ``segment(gray)`` (default:
-    :func:`get_segmenter`, with the mirror view unless ``flip`` is False). ``limit`` takes the first K samples. Setting
-    ``cancel`` stops after the current step; the report then covers the
-    samples finished so far and has ``"complete": False``.
+    :func:`get_segmenter`, with the mirror view unless ``flip`` is False).
+    ``limit`` takes the first K samples. Setting ``cancel`` stops after the
+    current step; the report then covers the samples finished so far and has
+    ``"complete": False``.
 
     A sample whose scan or truth cannot be read, or that a pipeline fails on
     (a :class:`VeerError` or MemoryError), is reported in its row with
