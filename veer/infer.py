@@ -26,9 +26,9 @@ Mirror view
     mirror is mapped back first). The models were trained with that flip as
     an augmentation and a mirrored log keeps each curve's class (the line
     style does not change), so the second view is a second opinion: it
-    costs twice the network work and gave the joint model +0.006 / +0.011
-    F1 (curve1 / curve2) on six evaluation logs. ``flip=False`` (``--no-flip``)
-    runs one view.
+    costs twice the network work and gave the joint model +0.005 / +0.011
+    F1 (curve1 / curve2) on the 30 evaluation logs of the README's results.
+    ``flip=False`` (``--no-flip``) runs one view.
 
 Bands
     Tiles run in row-major order in batches. Rows are finished (normalised,
