@@ -235,6 +235,10 @@ def test_live_page_segments_a_sample_and_an_upload(server, browser_page, shots_d
     inputs = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
     inputs.nth(0).set_input_files(str(scan))
     page.get_by_text("browser_scan.png").first.wait_for(timeout=60_000)
+    # the scan's own run must end first: a file given to the second input while that run redraws
+    # the page can be dropped (seen as a rare CI timeout waiting for "truth available")
+    wait_idle(page, ready='[data-testid="stCaptionContainer"]')
+    inputs = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
     inputs.nth(1).set_input_files(str(mask))
     page.get_by_text("truth available").first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
     page.get_by_text("Side by side").first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
