@@ -501,3 +501,35 @@ def test_precision_choice_and_its_effect(rng, monkeypatch):
     assert (full.labels == half.labels).mean() > 0.99
     again = seg_for(LocalNet(), precision="bf16").segment(img, return_probs=True)
     assert np.array_equal(again.probs, half.probs)               # and is deterministic
+
+
+def test_cpu_batch_follows_the_precision():
+    """fp32 on the CPU runs one tile per pass (faster there); bf16 keeps the batches; a given size wins."""
+    assert seg_for(LocalNet(), batch_size=None, precision="fp32").batch_size == infer.CPU_FP32_BATCH == 1
+    assert seg_for(LocalNet(), batch_size=None, precision="bf16").batch_size == infer.DEFAULT_BATCH["cpu"]
+    assert seg_for(LocalNet(), batch_size=3, precision="fp32").batch_size == 3
+
+
+# --------------------------------------------------------------------------- the CPU allocator
+
+
+def test_allocator_tuning_is_once_per_process_and_can_be_turned_off(monkeypatch):
+    import platform
+
+    from veer import device as vdev
+
+    monkeypatch.setattr(vdev, "_allocator_tuned", None)
+    monkeypatch.setenv("VEER_MALLOC", "default")
+    assert vdev.tune_cpu_allocator() is False and vdev.allocator_tuned() is False
+    assert vdev.tune_cpu_allocator() is False                  # decided once per process
+
+    monkeypatch.setattr(vdev, "_allocator_tuned", None)
+    monkeypatch.delenv("VEER_MALLOC", raising=False)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert vdev.tune_cpu_allocator() is glibc
+    assert vdev.allocator_tuned() is glibc
+    assert vdev.tune_cpu_allocator() is glibc                  # idempotent
+
+    monkeypatch.setattr(vdev, "_allocator_tuned", None)
+    seg_for(LocalNet())                                        # a CPU segmenter tunes it
+    assert vdev.allocator_tuned() is glibc

@@ -167,7 +167,7 @@ def _child_engine(opts: dict) -> dict:
     import torch
 
     from veer.classes import write_mask
-    from veer.device import set_cpu_threads
+    from veer.device import allocator_tuned, set_cpu_threads
     from veer.infer import Segmenter
     from veer.io import read_scan
     from veer.model import gmac_per_megapixel
@@ -213,6 +213,7 @@ def _child_engine(opts: dict) -> dict:
         "matmul_gflops_precision": peak_mm_prec,
         "label_shares": [float(v) for v in np.bincount(res.labels.ravel(), minlength=3)[:3] / res.labels.size],
         "weights": "random (speed only)" if opts.get("random_weights") else "shipped",
+        "malloc_tuned": allocator_tuned(),
     }
 
 
@@ -226,7 +227,7 @@ def _child_naive(opts: dict) -> dict:
     """
     import torch
 
-    from veer.device import pick_device, set_cpu_threads
+    from veer.device import allocator_tuned, pick_device, set_cpu_threads
     from veer.infer import Segmenter, gaussian_weights, plan_tiles
     from veer.io import read_scan
 
@@ -296,7 +297,7 @@ def _child_naive(opts: dict) -> dict:
             "strip_rows": int(strip), "strip_tile": [sub.tile_h, sub.tile_w],
             "tile_s": tile_s, "engine_tile_s": engine_s / tiles_timed, "speedup": naive_s / engine_s,
             "finalize_s": finalize_s, "segment_s_est": tile_s * plan.n_tiles + finalize_s,
-            "peak_rss_mb": peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb(), "malloc_tuned": allocator_tuned()}
 
 
 def _run_child(kind: str, opts: dict, timeout: float = 3600) -> dict:
@@ -401,7 +402,9 @@ def table(fig: dict) -> str:
             ("device", f"{seg['device']}; fp32 matmul peak {seg['matmul_gflops']:.1f} GFLOP/s"
                        + (f", {seg['precision']} {seg['matmul_gflops_precision']:.1f} GFLOP/s"
                           if seg.get("precision", "fp32") != "fp32" else "") + "; "
-                       f"load average {seg.get('load_average')} on {os.cpu_count()} cores"),
+                       f"load average {seg.get('load_average')} on {os.cpu_count()} cores"
+                       + ({True: "; malloc kept mapped", False: "; malloc defaults (VEER_MALLOC=default or not glibc)"}
+                          .get(seg.get("malloc_tuned"), "") if "cpu" in str(seg["device"]).lower() else "")),
             ("tiling", f"{seg['tiles']} tiles of {seg['tile'][1]} x {seg['tile'][0]} px, overlap >= "
                        f"{seg['overlap']:.3g}, batch {seg['batch']}, bands of {seg['band_rows']} rows; "
                        f"{seg['compute_factor']:.2f} px computed per image px"
