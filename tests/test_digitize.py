@@ -120,6 +120,19 @@ def test_near_horizontal_excursion_is_followed_not_averaged():
     assert np.median(errors(found, xs)) <= 1.0
 
 
+def test_a_trace_whose_ink_thickens_is_followed_along_its_middle():
+    # a wavy solid trace drawn 2 px wide, then 7 px wide (a model's mask swells where
+    # the scan is blurred): the pen path must keep to the middle of the fat ink too
+    xs = 100.0 + 10.0 * np.sin(ROWS / 23.0)
+    mask = draw(np.where(ROWS < 200, xs, np.nan), width=2.0)
+    mask = draw(np.where(ROWS >= 199, xs, np.nan), width=7.0, mask=mask)
+    e = np.abs(traced(mask) - xs)
+    thin, fat = e[10:190], e[210:390]
+    assert np.nanmax(thin) <= 1.0
+    assert np.nanmedian(fat) <= 0.5, "one pen width for the whole trace fitted the fat part to an edge"
+    assert np.nanpercentile(fat, 95) <= 1.0
+
+
 def test_dashed_and_dotted_curves_are_bridged_within_a_pixel():
     xs = 80.0 + 0.3 * ROWS
     for cls, dash, width in ((2, (14.0, 8.0), 2.0), (2, (1.0, 7.0), 3.0)):

@@ -68,6 +68,8 @@ from veer.errors import ConfigError, MaskError, VeerError
 
 CURVES = ("curve1", "curve2")
 SOLID_SHARE = 0.9          # a trace whose ink covers this share of its rows is continuous (solid)
+LOCAL_WIDTH_ROWS = 61  # rows over which the tracer judges how thick the ink is locally
+LOCAL_WIDTH_QUANTILE = 0.4  # ... from this quantile of the per-row ridge of the ink (0.25-0.5 tried)
 SWEEP_WIDTH = 0.25         # a row whose ink spans this share of the track may be a sweep across it (_resolve_sweeps)
 CURVE_CLASSES = {"curve1": CURVE1, "curve2": CURVE2}
 LAS_NULL = -999.25
@@ -910,6 +912,35 @@ def _stroke_half_width(ink: np.ndarray, lab: np.ndarray, ids: np.ndarray, solid:
     return max(0.5, level - 0.5)
 
 
+def _local_half_width(ink: np.ndarray, hw: float, window: int | None = None) -> np.ndarray:
+    """Half the pen width near each row: ``hw`` or more where the ink there is thicker.
+
+    The ink of one curve is not equally thick all along a log: a model's
+    mask swells where the scan is noisy or blurred. Per row the ridge of the
+    ink's distance transform (its largest value) is the local half-width plus
+    up to 1 px; its LOCAL_WIDTH_QUANTILE over ``window`` rows, less 1/2 px,
+    is the local estimate (a low quantile, as a sweep or a merged zigzag
+    widens the ridge of a few rows). Never below the whole trace's ``hw``.
+    Rows without ink take their neighbours' value (``hw`` where none).
+    """
+    import pandas as pd
+    from scipy import ndimage
+
+    window = int(window or LOCAL_WIDTH_ROWS)
+    h = ink.shape[0]
+    out = np.full(h, float(hw))
+    rows = np.flatnonzero(ink.any(axis=1))
+    if rows.size == 0:
+        return out
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    dt = ndimage.distance_transform_edt(np.pad(ink[lo:hi], 1))[1:-1, 1:-1]
+    ridge = pd.Series(np.where(ink[lo:hi].any(axis=1), dt.max(axis=1), np.nan))
+    level = ridge.rolling(window, center=True, min_periods=max(3, window // 6)).quantile(LOCAL_WIDTH_QUANTILE)
+    level = level.interpolate(limit_direction="both").to_numpy(np.float64) - 0.5
+    out[lo:hi] = np.maximum(float(hw), np.nan_to_num(level, nan=float(hw)))
+    return out
+
+
 def _disc(radius: float) -> np.ndarray:
     k = int(math.floor(radius))
     dy, dx = np.mgrid[-k:k + 1, -k:k + 1]
@@ -1289,7 +1320,8 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
         # near-horizontal rows: fit the pen path to the ink (see _fit_path)
         shift_r = wr * width + col0
         opt = np.zeros(h, bool)
-        opt[rows[(B - A + 1.0) > 2.0 * hw + 3.0]] = True
+        hw_loc = _local_half_width(ink, hw)
+        opt[rows[(B - A + 1.0) > 2.0 * hw_loc[rows] + 3.0]] = True
         if opt.any():
             vb = np.full(h, np.nan)
             vb[rows] = c - shift_r
@@ -1301,7 +1333,7 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
             inset = max(0.0, hw - 1.0)
             lo[rows] = A + inset - shift_r
             hi[rows] = np.maximum(B - inset, A + inset) - shift_r
-            vb = _fit_path(ink, vb, hw, opt, iters=prm.fit_iters, lr=lr, solid=solid, bounds=(lo, hi))
+            vb = _fit_path(ink, vb, hw_loc, opt, iters=prm.fit_iters, lr=lr, solid=solid, bounds=(lo, hi))
             c = vb[rows] + shift_r
     if prm.sweeps:
         c, wr = _resolve_sweeps(m, rows, c, wr, track, col0, hw, solid, prm)
@@ -1341,7 +1373,7 @@ def _row_centres(a: np.ndarray, b: np.ndarray, A: np.ndarray, B: np.ndarray, hw:
     return np.where(steep, full_c, core_c)
 
 
-def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, iters: int = 80,
+def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float | np.ndarray, opt_mask: np.ndarray, iters: int = 80,
               lr: float | np.ndarray = 0.5, solid: bool = True,
               bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Move the path's x on the rows in ``opt_mask`` so the drawn stroke matches the ink.
@@ -1364,7 +1396,8 @@ def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, 
     opt_rows = np.flatnonzero(opt_mask & fin)
     if opt_rows.size == 0:
         return v0
-    k = int(np.ceil(hw)) + 1
+    hw_rows = np.broadcast_to(np.asarray(hw, np.float64), (H,))
+    k = int(np.ceil(hw_rows.max())) + 1
     rowsel = np.zeros(H, bool); rowsel[opt_rows] = True
     near = ndimage.binary_dilation(rowsel, iterations=k)
     # the boundary layer: ink touching paper and paper touching ink; for a broken (dashed,
@@ -1378,6 +1411,7 @@ def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float, opt_mask: np.ndarray, 
     if pr.size == 0:
         return v0
     is_ink = ink[pr, pc]
+    hw = hw_rows[pr]                  # the pen's half-width near each boundary pixel
     pr = pr.astype(np.float64); pc = pc.astype(np.float64)
     offs = np.arange(-k, k)
     L = pr.astype(np.int64)[:, None] + offs[None, :]
