@@ -1385,7 +1385,9 @@ def _fit_path(ink: np.ndarray, v0: np.ndarray, hw: float | np.ndarray, opt_mask:
     squared violations are minimised by Adam on the chosen rows (analytic
     gradients through the nearest leg of each pixel). This recovers the
     turning points and steps of near-horizontal excursions, where the ink of
-    one row mixes several legs of the path. ``v0``: band x per row (NaN: none);
+    one row mixes several legs of the path. ``hw``: one half-width, or one per
+    row (:func:`_local_half_width`; each boundary pixel uses its own row's);
+    ``v0``: band x per row (NaN: none);
     ``lr``: step size in px (per row, so rows of wide ink can travel far);
     ``bounds``: (lo, hi) per row that the path point cannot leave (its row's ink).
     """
