@@ -390,6 +390,13 @@ def bench_synth(n: int = 200, size: int = 256) -> dict:
 # --------------------------------------------------------------------------- reporting
 
 
+def _malloc_note(seg: dict) -> str:
+    """How the CPU run's malloc was set (see veer.device.tune_cpu_allocator); "" off the CPU or if not recorded."""
+    if "cpu" not in str(seg.get("device", "")).lower() or seg.get("malloc_tuned") is None:
+        return ""
+    return "; malloc kept mapped" if seg["malloc_tuned"] else "; malloc defaults (VEER_MALLOC=default or not glibc)"
+
+
 def table(fig: dict) -> str:
     rows: list[tuple[str, str]] = []
     seg = fig.get("segment")
@@ -402,9 +409,7 @@ def table(fig: dict) -> str:
             ("device", f"{seg['device']}; fp32 matmul peak {seg['matmul_gflops']:.1f} GFLOP/s"
                        + (f", {seg['precision']} {seg['matmul_gflops_precision']:.1f} GFLOP/s"
                           if seg.get("precision", "fp32") != "fp32" else "") + "; "
-                       f"load average {seg.get('load_average')} on {os.cpu_count()} cores"
-                       + ({True: "; malloc kept mapped", False: "; malloc defaults (VEER_MALLOC=default or not glibc)"}
-                          .get(seg.get("malloc_tuned"), "") if "cpu" in str(seg["device"]).lower() else "")),
+                       f"load average {seg.get('load_average')} on {os.cpu_count()} cores" + _malloc_note(seg)),
             ("tiling", f"{seg['tiles']} tiles of {seg['tile'][1]} x {seg['tile'][0]} px, overlap >= "
                        f"{seg['overlap']:.3g}, batch {seg['batch']}, bands of {seg['band_rows']} rows; "
                        f"{seg['compute_factor']:.2f} px computed per image px"

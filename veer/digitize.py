@@ -879,22 +879,36 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
     return out
 
 
-def _stroke_half_width(ink: np.ndarray, lab: np.ndarray, ids: np.ndarray, solid: bool) -> float:
+def _ink_distance(ink: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(first inked row, distance to paper of every pixel from there to the last inked row); None without ink."""
+    from scipy import ndimage
+
+    rows = np.flatnonzero(ink.any(axis=1))
+    if rows.size == 0:
+        return None
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    return lo, ndimage.distance_transform_edt(np.pad(ink[lo:hi], 1))[1:-1, 1:-1]
+
+
+def _stroke_half_width(ink: np.ndarray, lab: np.ndarray, ids: np.ndarray, solid: bool,
+                       dist: tuple[int, np.ndarray] | None = None) -> float:
     """Half the pen width: the typical ridge height of the ink's distance transform, less 1/2 px.
 
     On the path of a stroke of half-width hw the nearest paper pixel is
     hw + 0..1 px away, whatever the stroke's direction. A continuous trace
     uses the lower quartile of the per-row ridge (zigzags that merge legs
     only raise it); a broken one the median of its pieces' ridges (the rows
-    at a dash's or dot's ends are thinner).
+    at a dash's or dot's ends are thinner). ``dist``: :func:`_ink_distance`
+    of ``ink``, if already computed.
     """
     from scipy import ndimage
 
-    rows = np.flatnonzero(ink.any(axis=1))
-    if rows.size == 0:
+    dist = dist or _ink_distance(ink)
+    if dist is None:
         return 0.5
-    lo, hi = int(rows.min()), int(rows.max()) + 1
-    dt = ndimage.distance_transform_edt(np.pad(ink[lo:hi], 1))[1:-1, 1:-1]
+    lo, dt = dist
+    hi = lo + dt.shape[0]
+    rows = np.flatnonzero(ink.any(axis=1))
     if solid:
         ridge = dt[rows - lo].max(axis=1)
         level = float(np.percentile(ridge, 25))
@@ -912,7 +926,8 @@ def _stroke_half_width(ink: np.ndarray, lab: np.ndarray, ids: np.ndarray, solid:
     return max(0.5, level - 0.5)
 
 
-def _local_half_width(ink: np.ndarray, hw: float, window: int | None = None) -> np.ndarray:
+def _local_half_width(ink: np.ndarray, hw: float, window: int | None = None,
+                      dist: tuple[int, np.ndarray] | None = None) -> np.ndarray:
     """Half the pen width near each row: ``hw`` or more where the ink there is thicker.
 
     The ink of one curve is not equally thick all along a log: a model's
@@ -922,18 +937,17 @@ def _local_half_width(ink: np.ndarray, hw: float, window: int | None = None) -> 
     is the local estimate (a low quantile, as a sweep or a merged zigzag
     widens the ridge of a few rows). Never below the whole trace's ``hw``.
     Rows without ink take their neighbours' value (``hw`` where none).
+    ``dist``: :func:`_ink_distance` of ``ink``, if already computed.
     """
     import pandas as pd
-    from scipy import ndimage
 
     window = int(window or LOCAL_WIDTH_ROWS)
-    h = ink.shape[0]
-    out = np.full(h, float(hw))
-    rows = np.flatnonzero(ink.any(axis=1))
-    if rows.size == 0:
+    out = np.full(ink.shape[0], float(hw))
+    dist = dist or _ink_distance(ink)
+    if dist is None:
         return out
-    lo, hi = int(rows.min()), int(rows.max()) + 1
-    dt = ndimage.distance_transform_edt(np.pad(ink[lo:hi], 1))[1:-1, 1:-1]
+    lo, dt = dist
+    hi = lo + dt.shape[0]
     ridge = pd.Series(np.where(ink[lo:hi].any(axis=1), dt.max(axis=1), np.nan))
     level = ridge.rolling(window, center=True, min_periods=max(3, window // 6)).quantile(LOCAL_WIDTH_QUANTILE)
     level = level.interpolate(limit_direction="both").to_numpy(np.float64) - 0.5
@@ -1254,7 +1268,8 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     ink = chosen[p.lab]
     sel = chosen[p.run_piece + 1]
     fr, fa, fb, fp = p.run_row[sel], p.run_a[sel], p.run_b[sel], p.run_piece[sel] + 1
-    hw = _stroke_half_width(ink, p.lab, ids, solid)
+    dist = _ink_distance(ink)
+    hw = _stroke_half_width(ink, p.lab, ids, solid, dist)
     core = _core(ink, hw, p.lab)
     r, ca, cb = _row_runs(core)
     cp = p.lab[r, ca]
@@ -1320,7 +1335,7 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
         # near-horizontal rows: fit the pen path to the ink (see _fit_path)
         shift_r = wr * width + col0
         opt = np.zeros(h, bool)
-        hw_loc = _local_half_width(ink, hw)
+        hw_loc = _local_half_width(ink, hw, dist=dist)
         opt[rows[(B - A + 1.0) > 2.0 * hw_loc[rows] + 3.0]] = True
         if opt.any():
             vb = np.full(h, np.nan)
