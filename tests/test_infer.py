@@ -504,8 +504,8 @@ def test_precision_choice_and_its_effect(rng, monkeypatch):
 
 
 def test_cpu_batch_follows_the_precision():
-    """fp32 on the CPU runs one tile per pass (faster there); bf16 keeps the batches; a given size wins."""
-    assert seg_for(LocalNet(), batch_size=None, precision="fp32").batch_size == infer.CPU_FP32_BATCH == 1
+    """fp32 on the CPU runs small batches (faster there); bf16 keeps larger ones; a given size wins."""
+    assert seg_for(LocalNet(), batch_size=None, precision="fp32").batch_size == infer.CPU_FP32_BATCH == 2
     assert seg_for(LocalNet(), batch_size=None, precision="bf16").batch_size == infer.DEFAULT_BATCH["cpu"]
     assert seg_for(LocalNet(), batch_size=3, precision="fp32").batch_size == 3
 

@@ -47,13 +47,12 @@ Speed
     samples), fp32 elsewhere. On CPU with bf16 each batch of 4 tiles is
     split between ``workers`` threads (default 2) with one intra-op thread
     each on a 2-core machine: measured 1.1-1.6x faster than one 2-thread
-    caller on a shared CPU (see :func:`_worker_pool`). In fp32 the CPU runs
-    one tile per pass (its two views together) with all its threads, which
-    was faster there (``CPU_FP32_BATCH``). On the CPU glibc's malloc is told
+    caller on a shared CPU (see :func:`_worker_pool`). In fp32 the batches
+    are of 2 tiles, one per worker (``CPU_FP32_BATCH``), faster there. On the CPU glibc's malloc is told
     to keep freed memory mapped (:func:`veer.device.tune_cpu_allocator`):
     otherwise every large activation is mapped afresh and page-faulted in,
     and the 30-Mpx log took 30.2 s instead of 25.2 s (same run of the
-    bench, AVX2 EPYC, fp32). The device is picked automatically (CUDA, then
+    bench, AVX2 EPYC, fp32, 768 px tiles one per pass). The device is picked automatically (CUDA, then
     Apple MPS, then CPU) or forced.
 
 Threads
@@ -92,11 +91,12 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 0.125
 DEFAULT_BAND_ROWS = 1024
 DEFAULT_BATCH = {"cpu": 4, "cuda": 16, "mps": 4}
-# Without native bf16 a CPU runs fp32, and there one tile at a time (its two views
-# in one pass, the whole OpenMP team on it) beats batches: on a 2-core AVX2 EPYC,
-# 261 ms per tile against 280 (batch 2) and 378 (batch 4 over two workers), as the
-# feature maps of one tile stay closer to the caches.
-CPU_FP32_BATCH = 1
+# Without native bf16 a CPU runs fp32, and there small batches win: on a 2-core AVX2
+# EPYC, 378 ms per 768 px tile with batches of 4 over the two workers, 280 with 2 (one
+# tile per worker), 261 with one tile on a 2-thread team. One tile per pass is slower
+# when the caller is not the main thread (every dashboard session): 1.70 s against
+# 1.17 s with batches of 2 for the bundled colour sample, so 2 it is.
+CPU_FP32_BATCH = 2
 PROBS_DTYPES = ("float32", "float16", "uint8")
 DEFAULT_CPU_WORKERS = 2  # threads that each run part of a batch through the network on CPU
 
