@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "assets" / "samples"
 MODELS = ROOT / "assets" / "models"
 
+# networks converted for OpenVINO are cached on disk (veer.openvino_engine.cache_dir):
+# the tests keep theirs in the repository's pytest cache, not in the user's home
+os.environ.setdefault("VEER_CACHE_DIR", str(ROOT / ".pytest_cache" / "veer"))
+
 
 def find_chromium() -> str | None:
     """Debian's Chromium (or another Chrome) if installed, else None."""

@@ -24,7 +24,10 @@ px, about 30 Mpx, from :func:`veer.synth.generate_log`, saved as a PNG):
   CPU's fp32 matrix-multiply peak (median of ``torch.mm`` on 2048 x 2048)
   measured in the same child just before, and the peak in the engine's own
   precision when that is not fp32 (``--precision``, default auto: bf16 on a
-  CPU with native bf16, see :func:`veer.device.resolve_precision`).
+  CPU with native bf16, see :func:`veer.device.resolve_precision`). The
+  engine's networks run where the segmenter runs them (``--backend``, default
+  auto: OpenVINO on the CPU, see :mod:`veer.openvino_engine`); the naive way
+  is always plain PyTorch.
 
 Synth (``--what synth``): :func:`veer.synth.benchmark_tiles` training tiles per
 second (single core) and the seconds to generate the whole log.
@@ -179,7 +182,8 @@ def _child_engine(opts: dict) -> dict:
     models, cards = _load_models(opts["mode"], opts.get("models_dir"), opts.get("random_weights", False))
     seg = Segmenter.from_models(opts["mode"], models, opts["device"], tile=opts["tile"],
                                 overlap=opts["overlap"], batch_size=opts.get("batch"),
-                                precision=opts.get("precision") or "auto", flip=opts.get("flip", True))
+                                precision=opts.get("precision") or "auto", flip=opts.get("flip", True),
+                                backend=opts.get("backend") or "auto")
     seg.cards = cards
     load_s = time.perf_counter() - t0
     gmac = float(sum(gmac_per_megapixel(m) for m in seg.models))
@@ -209,7 +213,7 @@ def _child_engine(opts: dict) -> dict:
         "segment_s": res.seconds, "segment_cpu_s": cpu_s, "write_s": write_s,
         "end_to_end_s": read_s + res.seconds + write_s,
         "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
-        "gmac_per_mpx": gmac, "matmul_gflops": peak_mm, "precision": seg.precision,
+        "gmac_per_mpx": gmac, "matmul_gflops": peak_mm, "precision": seg.precision, "backend": seg.backend,
         "matmul_gflops_precision": peak_mm_prec,
         "label_shares": [float(v) for v in np.bincount(res.labels.ravel(), minlength=3)[:3] / res.labels.size],
         "weights": "random (speed only)" if opts.get("random_weights") else "shipped",
@@ -240,7 +244,7 @@ def _child_naive(opts: dict) -> dict:
     fast, _ = _load_models(opts["mode"], opts.get("models_dir"), rw)
     seg = Segmenter.from_models(opts["mode"], fast, dev, tile=opts["tile"], overlap=opts["overlap"],
                                 batch_size=opts.get("batch"), precision=opts.get("precision") or "auto",
-                                flip=opts.get("flip", True))
+                                flip=opts.get("flip", True), backend=opts.get("backend") or "auto")
     gray = read_scan(opts["image"], max_pixels=10**9).gray
     H, W = gray.shape
     plan = seg.plan(H, W)
@@ -335,7 +339,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                   overlap: float | None = None, batch: int | None = None, naive_tiles: int = 24,
                   threads: int | None = None, random_weights: bool = False, seed: int = 0,
                   log=None, say=print, matmul_n: int = 2048, precision: str = "auto",
-                  flip: bool = True) -> dict:
+                  flip: bool = True, backend: str = "auto") -> dict:
     """Engine vs naive on one synthetic log; returns the figures (see the module docstring)."""
     from veer import infer
     from veer.io import save_png
@@ -359,7 +363,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                 "overlap": infer.DEFAULT_OVERLAP if overlap is None else overlap,
                 "batch": batch, "threads": threads, "random_weights": random_weights,
                 "image": image, "out_mask": str(Path(tmp) / "log.mask.png"), "naive_tiles": naive_tiles,
-                "matmul_n": matmul_n, "precision": precision, "flip": bool(flip)}
+                "matmul_n": matmul_n, "precision": precision, "flip": bool(flip), "backend": backend}
         say("segmenting it with the engine (child process) ...")
         eng = _run_child("engine", opts)
         say(f"timing the naive way against the engine on about {naive_tiles} of {eng['tiles']} tiles, "
@@ -455,6 +459,7 @@ def _mark(ok: bool) -> str:
 
 def add_arguments(parser) -> None:
     from veer.device import DEVICE_CHOICES, PRECISION_CHOICES
+    from veer.openvino_engine import BACKENDS
 
     parser.add_argument("--what", choices=("segment", "synth", "all", "load"), default="all",
                         help="what to measure (default all = segment and synth; load: many sessions at once)")
@@ -479,6 +484,9 @@ def add_arguments(parser) -> None:
                         help="the engine's arithmetic (default auto; the naive way is always fp32)")
     parser.add_argument("--no-flip", dest="flip", action="store_false",
                         help="one view per tile, without the mirror (both the engine and the naive way)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="what runs the engine's networks (default auto: OpenVINO on the CPU when "
+                             "installed; the naive way is always PyTorch)")
     parser.add_argument("--naive-tiles", type=int, default=24,
                         help="tiles timed the naive way (and again by the engine, interleaved)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic log")
@@ -510,7 +518,7 @@ def run(args) -> int:
             height=args.height or LOG_HEIGHT, width=args.width or LOG_WIDTH, mode=args.mode, device=args.device,
             models_dir=args.models, tile=args.tile, overlap=args.overlap, batch=args.batch,
             naive_tiles=args.naive_tiles, threads=args.threads, random_weights=args.random_weights,
-            seed=args.seed, say=say, precision=args.precision, flip=args.flip)
+            seed=args.seed, say=say, precision=args.precision, flip=args.flip, backend=args.backend)
     if args.what == "load":
         from veer import loadtest
 

@@ -39,7 +39,17 @@ Bands
     The result does not depend on ``band_rows``: each pixel sums the same
     tiles in the same order.
 
-Speed
+Backend
+    On the CPU the networks run through OpenVINO by default
+    (:mod:`veer.openvino_engine`; ``backend="auto"``, ``--backend``,
+    ``VEER_BACKEND``): each tile and its mirror are single-image requests on
+    two inference streams, compiled once per tile shape. On the project's
+    2-core Zen 4 machine that took the 30-Mpx log from 16.6 s to 9.3 s end to
+    end (bf16), 2.6x the naive way's speed on the same tiles where PyTorch
+    reached 1.3x. Without OpenVINO, on CUDA or MPS, and for networks that are
+    not VeerNets, PyTorch runs them as below (``backend="torch"``).
+
+Speed (PyTorch)
     ``torch.inference_mode``, channels-last tensors, batched tiles, and
     mixed precision (``precision="auto"``, :func:`veer.device.resolve_precision`):
     bf16 or fp16 on CUDA, bf16 on CPUs that compute it natively (AMX or
@@ -352,7 +362,7 @@ class Segmenter:
                  tile: int | tuple[int, int] = DEFAULT_TILE, overlap: float = DEFAULT_OVERLAP,
                  batch_size: int | None = None, band_rows: int = DEFAULT_BAND_ROWS,
                  channels_last: bool = True, threshold: float = 0.5, workers: int | None = None,
-                 precision: str = "auto", flip: bool = True,
+                 precision: str = "auto", flip: bool = True, backend: str = "auto",
                  _models: Sequence[Any] | None = None, _cards: Sequence[dict] | None = None) -> None:
         import torch
 
@@ -368,7 +378,10 @@ class Segmenter:
             loaded = [load_model(name, models_dir, device="cpu") for name in PIPELINES[mode]]
             _models = [m for m, _ in loaded]
             _cards = [c for _, c in loaded]
-        self.models = [self._prepare(m, channels_last) for m in _models]
+        from veer.openvino_engine import resolve_backend
+
+        self.backend = resolve_backend(self.device, backend, _models)
+        self.models = [self._prepare(m, channels_last and self.backend == "torch") for m in _models]
         self.cards = list(_cards or [{} for _ in self.models])
         want = 1 if mode == "joint" else 3
         if len(self.models) != want:
@@ -381,20 +394,35 @@ class Segmenter:
         self.tile = (int(th), int(tw))
         self.overlap = float(overlap)
         self.precision = resolve_precision(self.device, precision)
-        if not batch_size:
-            batch_size = DEFAULT_BATCH.get(self.device.type, 2)
-            if self.device.type == "cpu" and self.precision == "fp32":
-                batch_size = CPU_FP32_BATCH
-        self.batch_size = max(1, int(batch_size))
-        self.band_rows = max(1, int(band_rows))
         if workers is None:
             workers = min(DEFAULT_CPU_WORKERS, os.cpu_count() or 1) if self.device.type == "cpu" else 1
         self.workers = max(1, int(workers))
+        self._ov = None
+        if self.backend == "openvino":
+            from veer.openvino_engine import OpenVinoNets, asked_for
+
+            try:
+                self._ov = OpenVinoNets(self.models, self.precision, streams=self.workers,
+                                        threads=torch.get_num_threads())
+            except Exception as exc:  # noqa: BLE001 - "auto" falls back to PyTorch, an explicit choice says why
+                if asked_for(backend):
+                    raise ConfigError(f"--backend openvino: the networks could not be compiled "
+                                      f"({one_line(exc)})") from None
+                self.backend = "torch"
+                self.models = [self._prepare(m, channels_last) for m in self.models]
+        if not batch_size:
+            batch_size = DEFAULT_BATCH.get(self.device.type, 2)
+            if self.device.type == "cpu" and self.precision == "fp32" and self.backend == "torch":
+                batch_size = CPU_FP32_BATCH
+        self.batch_size = max(1, int(batch_size))
+        self.band_rows = max(1, int(band_rows))
         self.channels_last = bool(channels_last)
         self.threshold = float(threshold)
         self.align = max(int(getattr(m, "stride", 16) or 16) for m in self.models)
         self.flip = bool(flip)
         self.device_name = f"{describe_device(self.device)}, {self.precision}"
+        if self._ov is not None:
+            self.device_name += f", OpenVINO {self._ov.version.split('-')[0]}"
         if self.device.type == "cpu":
             from veer.device import tune_cpu_allocator
 
@@ -454,8 +482,11 @@ class Segmenter:
 
         from veer.device import autocast
 
-        with autocast(self.device, self.precision):
-            outs = [m(x) for m in self.models]
+        if self._ov is not None:
+            outs = [torch.from_numpy(o) for o in self._ov.run(x.contiguous().numpy())]
+        else:
+            with autocast(self.device, self.precision):
+                outs = [m(x) for m in self.models]
         if self.mode == "joint":
             logits = outs[0].float()
             if logits.shape[1] != 3:
@@ -572,9 +603,9 @@ class Segmenter:
             tiles = np.stack([gray[y:y + th, x:x + tw] for y, x in batch])
             x_in = torch.from_numpy(tiles).to(dev, non_blocking=True).unsqueeze(1)
             x_in = x_in.to(torch.float32).div_(255.0)
-            if self.channels_last and dev.type in ("cpu", "cuda"):
+            if self.channels_last and dev.type in ("cpu", "cuda") and self._ov is None:
                 x_in = x_in.contiguous(memory_format=torch.channels_last)
-            if self.workers > 1 and len(batch) > 1:
+            if self.workers > 1 and len(batch) > 1 and self._ov is None:
                 chunks = torch.tensor_split(x_in, min(self.workers, len(batch)))
                 p = torch.cat(list(_worker_pool(self.workers).map(self._probabilities_inference, chunks)))
             else:
@@ -599,19 +630,21 @@ _CACHE_LOCK = threading.Lock()
 
 
 def get_segmenter(mode: str = "joint", device: Any = "auto", models_dir: Any = None,
-                  flip: bool = True) -> Segmenter:
-    """The process-wide :class:`Segmenter` for (mode, device, models_dir, flip); loads weights once."""
+                  flip: bool = True, backend: str = "auto") -> Segmenter:
+    """The process-wide :class:`Segmenter` for (mode, device, models_dir, flip, backend); loads
+    weights once."""
     from veer.device import pick_device
 
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose joint or separate")
     dev = pick_device(str(device)) if not hasattr(device, "type") else device
     folder = str(Path(models_dir).resolve()) if models_dir is not None else None
-    key = (mode, str(dev), folder, bool(flip))
+    key = (mode, str(dev), folder, bool(flip), (backend or "auto").lower(),
+           os.environ.get("VEER_BACKEND", ""))
     with _CACHE_LOCK:
         seg = _CACHE.get(key)
         if seg is None:
-            seg = Segmenter(mode, dev, models_dir, flip=flip)
+            seg = Segmenter(mode, dev, models_dir, flip=flip, backend=backend)
             _CACHE[key] = seg
         return seg
 
@@ -662,6 +695,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="arithmetic (default auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, "
                              "else fp32; or VEER_PRECISION)")
+    add_backend_argument(parser)
+
+
+def add_backend_argument(parser) -> None:
+    from veer.openvino_engine import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="what runs the networks (default auto: OpenVINO on the CPU when installed, "
+                             "else PyTorch; or VEER_BACKEND)")
 
 
 OUTPUT_SUFFIXES = (".mask.png", ".conflict.png", ".overlay.png")
@@ -691,7 +733,8 @@ def run(args) -> int:
     if args.page < 1:
         raise ConfigError(f"--page counts from 1, got {args.page}")
     seg = Segmenter(args.mode, args.device, args.models, tile=args.tile, overlap=args.overlap,
-                    batch_size=args.batch, precision=args.precision, flip=args.flip)
+                    batch_size=args.batch, precision=args.precision, flip=args.flip,
+                    backend=args.backend)
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
