@@ -212,3 +212,12 @@ def test_auto_falls_back_to_pytorch_when_compiling_fails(monkeypatch, rng):
     assert seg.segment(rng.integers(0, 256, (40, 50), dtype=np.uint8)).labels.shape == (40, 50)
     with pytest.raises(ConfigError, match="could not be compiled.*no CPU plugin"):
         Segmenter.from_models("joint", small_net(), "cpu", backend="openvino")
+
+
+def test_the_dashboard_names_the_engine(monkeypatch):
+    from veer.device import describe_compute
+
+    assert describe_compute("cpu").endswith(f", OpenVINO {openvino_engine.version()}")
+    assert "OpenVINO" not in describe_compute("cpu", backend="torch")
+    monkeypatch.setenv("VEER_BACKEND", "torch")
+    assert "OpenVINO" not in describe_compute("cpu")

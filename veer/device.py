@@ -50,10 +50,16 @@ def describe_device(device) -> str:
     return f"CPU ({n} thread{'s' if n != 1 else ''})"
 
 
-def describe_compute(preference: str = "auto", precision: str = "auto") -> str:
-    """The device a segmentation would run on and its arithmetic, e.g. 'CPU (2 threads), bf16'."""
+def describe_compute(preference: str = "auto", precision: str = "auto", backend: str = "auto") -> str:
+    """The device a segmentation would run on, its arithmetic and, where it is not PyTorch,
+    the engine, e.g. 'CPU (2 threads), bf16, OpenVINO 2026.4.1'."""
+    from veer.openvino_engine import resolve_backend, version
+
     device = pick_device(preference)
-    return f"{describe_device(device)}, {resolve_precision(device, precision)}"
+    text = f"{describe_device(device)}, {resolve_precision(device, precision)}"
+    if resolve_backend(device, backend, []) == "openvino":
+        text += f", OpenVINO {version()}"
+    return text
 
 
 def cpu_has_bf16() -> bool:

@@ -422,7 +422,7 @@ class Segmenter:
         self.flip = bool(flip)
         self.device_name = f"{describe_device(self.device)}, {self.precision}"
         if self._ov is not None:
-            self.device_name += f", OpenVINO {self._ov.version.split('-')[0]}"
+            self.device_name += f", OpenVINO {self._ov.version}"
         if self.device.type == "cpu":
             from veer.device import tune_cpu_allocator
 
