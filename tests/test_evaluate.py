@@ -223,7 +223,7 @@ def test_a_pipeline_failing_on_a_sample_drops_it_from_every_pipeline(data_dir):
 
 def test_ctrl_c_keeps_a_partial_report(data_dir, tmp_path, monkeypatch, capsys):
     segs = {"joint": FailingOn("joint", 20, KeyboardInterrupt()), "separate": FakeSegmenter("separate")}
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None: segs[mode])
     out = tmp_path / "partial.json"
     assert main(["evaluate", "--data", str(data_dir), "--out", str(out)]) == 130
     report = json.loads(out.read_text())
@@ -278,7 +278,7 @@ def test_user_errors(tmp_path, data_dir):
 
 def test_cli_writes_report_and_prints_table(data_dir, tmp_path, monkeypatch, capsys):
     segs = _fakes(shift=1)
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None: segs[mode])
     out = tmp_path / "reports" / "report.json"
     assert main(["evaluate", "--data", str(data_dir), "--out", str(out), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
@@ -296,9 +296,11 @@ def test_cli_writes_report_and_prints_table(data_dir, tmp_path, monkeypatch, cap
     # --no-flip asks for segmenters without the mirror view
     asked = []
     monkeypatch.setattr(evaluate, "get_segmenter",
-                        lambda mode, device="auto", models_dir=None, flip=True: asked.append(flip) or segs[mode])
+                        lambda mode, device="auto", models_dir=None, flip=True, views=None: asked.append(views) or segs[mode])
     assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--no-flip", "--no-digitize"]) == 0
-    assert asked == [False]
+    assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--views", "4", "--no-digitize"]) == 0
+    assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--no-digitize"]) == 0
+    assert asked == [1, 4, 2]
 
 
 def test_cli_empty_folder_is_a_one_line_error(tmp_path, capsys):
@@ -325,7 +327,7 @@ def test_cli_generates_logs_into_an_empty_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(synth, "generate_log", fake_generate)
     monkeypatch.setattr(synth, "save_log", fake_save)
     segs = _fakes()
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None: segs[mode])
     folder = tmp_path / "fresh"
     assert main(["evaluate", "--data", str(folder), "--n", "3", "--seed", "500"]) == 0
     assert made == [500, 501, 502]

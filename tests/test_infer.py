@@ -22,7 +22,7 @@ from torch import nn
 
 from veer import infer
 from veer.infer import Cancelled, Segmenter, gaussian_weights, plan_tiles, queue_status
-from veer.errors import VeerError
+from veer.errors import ConfigError, VeerError
 
 
 class PointNet(nn.Module):
@@ -160,6 +160,28 @@ def test_the_mirror_view_is_averaged_in_and_can_be_switched_off(rng):
     mirrored = seg_for(model, tile=64).segment(img[:, ::-1].copy(), return_probs=True)
     assert np.abs(mirrored.probs[:, :, ::-1] - both.probs).max() < 1e-5
     assert seg_for(model).views == 2 and seg_for(model, flip=False).views == 1
+
+
+def test_four_views_add_the_scan_upside_down(rng):
+    model = LocalNet()
+    img = rng.integers(0, 256, size=(40, 56), dtype=np.uint8)
+    x = torch.from_numpy(img).float().div(255.0)[None, None]
+
+    def view(t):
+        with torch.no_grad():
+            return torch.softmax(model.eval()(t), 1)
+
+    ref = sum(torch.flip(view(torch.flip(x, dims=f)), dims=f) if f else view(x)
+              for f in [(), (3,), (2,), (2, 3)]) / 4
+    four = seg_for(model, tile=64, views=4)
+    assert four.views == 4
+    got = four.segment(img, return_probs=True)
+    assert np.abs(got.probs - ref[0].numpy()).max() < 1e-5
+    # averaged over all four, the answer is the same for the scan turned any of those ways
+    flipped = four.segment(img[::-1, ::-1].copy(), return_probs=True)
+    assert np.abs(flipped.probs[:, ::-1, ::-1] - got.probs).max() < 1e-5
+    with pytest.raises(ConfigError, match="views must be one of 1, 2, 4"):
+        seg_for(model, views=3)
 
 
 def test_tiled_differs_from_whole_image_only_near_inner_tile_borders(gray):

@@ -10,7 +10,8 @@ px, about 30 Mpx, from :func:`veer.synth.generate_log`, saved as a PNG):
   resident set (``ru_maxrss``), which covers everything it did.
 * the naive way, in a second child, on the same tiles and the same threads:
   one tile at a time, no batching, fp32 NCHW tensors (no channels-last),
-  the mirror view (on unless ``--no-flip``) run as a second pass per tile,
+  the same views as the engine (the mirror unless ``--no-flip``; ``--views 4``
+  adds both turned upside down) run as further passes per tile,
   ``torch.no_grad`` instead of inference mode, and full-image float32
   accumulators. The CPU is shared, so its load can change during a run: the
   child alternates, a strip of the log two tile rows high segmented by the
@@ -165,6 +166,14 @@ def _load_models(mode: str, models_dir: str | None, random_weights: bool):
 # --------------------------------------------------------------------------- child processes
 
 
+VIEW_FLIPS = [(), (3,), (2,), (2, 3)]   # the segmenter's views: as it is, mirrored, upside down, both
+
+
+def _views(opts: dict) -> int:
+    """Passes per tile asked for: ``views``, else 2 (1 with ``flip`` False)."""
+    return int(opts.get("views") or (2 if opts.get("flip", True) else 1))
+
+
 def _child_engine(opts: dict) -> dict:
     """Run in a fresh process: load, read, segment, write; report times and memory."""
     import torch
@@ -182,7 +191,7 @@ def _child_engine(opts: dict) -> dict:
     models, cards = _load_models(opts["mode"], opts.get("models_dir"), opts.get("random_weights", False))
     seg = Segmenter.from_models(opts["mode"], models, opts["device"], tile=opts["tile"],
                                 overlap=opts["overlap"], batch_size=opts.get("batch"),
-                                precision=opts.get("precision") or "auto", flip=opts.get("flip", True),
+                                precision=opts.get("precision") or "auto", views=_views(opts),
                                 backend=opts.get("backend") or "auto")
     seg.cards = cards
     load_s = time.perf_counter() - t0
@@ -244,7 +253,7 @@ def _child_naive(opts: dict) -> dict:
     fast, _ = _load_models(opts["mode"], opts.get("models_dir"), rw)
     seg = Segmenter.from_models(opts["mode"], fast, dev, tile=opts["tile"], overlap=opts["overlap"],
                                 batch_size=opts.get("batch"), precision=opts.get("precision") or "auto",
-                                flip=opts.get("flip", True), backend=opts.get("backend") or "auto")
+                                views=_views(opts), backend=opts.get("backend") or "auto")
     gray = read_scan(opts["image"], max_pixels=10**9).gray
     H, W = gray.shape
     plan = seg.plan(H, W)
@@ -263,8 +272,9 @@ def _child_naive(opts: dict) -> dict:
     def one_tile(y: int, x: int) -> None:
         t = torch.from_numpy(gray[y:y + th, x:x + tw].astype(np.float32) / 255.0)[None, None].to(dev)
         p = one_view(t)
-        if seg.flip:   # the same views as the engine, one after the other
-            p = (p + torch.flip(one_view(torch.flip(t, dims=[3])), dims=[3])) * 0.5
+        for f in VIEW_FLIPS[1:seg.views]:   # the same views as the engine, one after the other
+            p = p + torch.flip(one_view(torch.flip(t, dims=f)), dims=f)
+        p = p / seg.views
         p = p[0].cpu().numpy()
         acc[:, y:y + th, x:x + tw] += p * weight
         wsum[y:y + th, x:x + tw] += weight
@@ -339,7 +349,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                   overlap: float | None = None, batch: int | None = None, naive_tiles: int = 24,
                   threads: int | None = None, random_weights: bool = False, seed: int = 0,
                   log=None, say=print, matmul_n: int = 2048, precision: str = "auto",
-                  flip: bool = True, backend: str = "auto") -> dict:
+                  flip: bool = True, backend: str = "auto", views: int | None = None) -> dict:
     """Engine vs naive on one synthetic log; returns the figures (see the module docstring)."""
     from veer import infer
     from veer.io import save_png
@@ -363,7 +373,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                 "overlap": infer.DEFAULT_OVERLAP if overlap is None else overlap,
                 "batch": batch, "threads": threads, "random_weights": random_weights,
                 "image": image, "out_mask": str(Path(tmp) / "log.mask.png"), "naive_tiles": naive_tiles,
-                "matmul_n": matmul_n, "precision": precision, "flip": bool(flip), "backend": backend}
+                "matmul_n": matmul_n, "precision": precision, "flip": bool(flip), "views": views, "backend": backend}
         say("segmenting it with the engine (child process) ...")
         eng = _run_child("engine", opts)
         say(f"timing the naive way against the engine on about {naive_tiles} of {eng['tiles']} tiles, "
@@ -417,7 +427,8 @@ def table(fig: dict) -> str:
             ("tiling", f"{seg['tiles']} tiles of {seg['tile'][1]} x {seg['tile'][0]} px, overlap >= "
                        f"{seg['overlap']:.3g}, batch {seg['batch']}, bands of {seg['band_rows']} rows; "
                        f"{seg['compute_factor']:.2f} px computed per image px"
-                       + (f" ({seg['overlap_factor']:.2f} overlap x {seg['views']} views, the mirror too)"
+                       + (f" ({seg['overlap_factor']:.2f} overlap x {seg['views']} views, "
+                          f"{'the mirror too' if seg['views'] == 2 else 'mirrored and upside down too'})"
                           if seg.get("views", 1) > 1 else "")),
             ("model load", f"{seg['model_load_s']:.2f} s"),
             ("read PNG", f"{seg['read_s']:.2f} s"),
@@ -459,6 +470,7 @@ def _mark(ok: bool) -> str:
 
 def add_arguments(parser) -> None:
     from veer.device import DEVICE_CHOICES, PRECISION_CHOICES
+    from veer.infer import add_views_argument
     from veer.openvino_engine import BACKENDS
 
     parser.add_argument("--what", choices=("segment", "synth", "all", "load"), default="all",
@@ -482,8 +494,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="the engine's arithmetic (default auto; the naive way is always fp32)")
-    parser.add_argument("--no-flip", dest="flip", action="store_false",
-                        help="one view per tile, without the mirror (both the engine and the naive way)")
+    add_views_argument(parser)   # both the engine and the naive way run these views
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="what runs the engine's networks (default auto: OpenVINO on the CPU when "
                              "installed; the naive way is always PyTorch)")
@@ -518,7 +529,7 @@ def run(args) -> int:
             height=args.height or LOG_HEIGHT, width=args.width or LOG_WIDTH, mode=args.mode, device=args.device,
             models_dir=args.models, tile=args.tile, overlap=args.overlap, batch=args.batch,
             naive_tiles=args.naive_tiles, threads=args.threads, random_weights=args.random_weights,
-            seed=args.seed, say=say, precision=args.precision, flip=args.flip, backend=args.backend)
+            seed=args.seed, say=say, precision=args.precision, views=args.views, backend=args.backend)
     if args.what == "load":
         from veer import loadtest
 

@@ -70,11 +70,15 @@ Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what wa
 # that ``--help`` is quick and tests can replace them (monkeypatch).
 
 
-def get_segmenter(mode: str, device: str = "auto", models_dir=None, flip: bool = True):
+VIEW_NAMES = {1: "one pass", 2: "with the mirror", 4: "mirrored and upside down too"}
+
+
+def get_segmenter(mode: str, device: str = "auto", models_dir=None, flip: bool = True,
+                  views: int | None = None):
     """The process-wide cached segmenter of ``mode`` (veer.infer.get_segmenter)."""
     from veer.infer import get_segmenter as _get_segmenter
 
-    return _get_segmenter(mode, device=device, models_dir=models_dir, flip=flip)
+    return _get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views)
 
 
 def find_samples(folder) -> list[Path]:
@@ -291,12 +295,13 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
                     tol: int = TOLERANCE_PX, digitize: bool = True,
                     cancel: threading.Event | None = None,
                     keep_partial_on_interrupt: bool = False, truth_curves: bool = False,
-                    flip: bool = True) -> dict:
+                    flip: bool = True, views: int | None = None) -> dict:
     """Evaluate ``modes`` on every sample with truth in ``data_dir``; return the report.
 
     ``progress(done, total, text)`` is called after each (sample, pipeline)
     step. ``segmenters`` maps mode -> an object with ``segment(gray)`` (default:
-    :func:`get_segmenter`, with the mirror view unless ``flip`` is False).
+    :func:`get_segmenter`, with ``views`` passes per tile: default 2, the
+    mirror view, or 1 when ``flip`` is False).
     ``limit`` takes the first K samples. Setting ``cancel`` stops after the
     current step; the report then covers the samples finished so far and has
     ``"complete": False``.
@@ -328,7 +333,7 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
     segs = dict(segmenters or {})
     for mode in modes:
         if mode not in segs:
-            segs[mode] = get_segmenter(mode, device=device, models_dir=models_dir, flip=flip)
+            segs[mode] = get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views)
     views = {m: int(getattr(segs[m], "views", 1)) for m in modes}
     dz = digitize_api() if digitize else None
 
@@ -579,7 +584,7 @@ def format_table(report: Mapping) -> str:
     views = report.get("views") or {}
     if views:
         lines.append("views per tile: " + ", ".join(
-            f"{m} {v} ({'with the mirror' if v == 2 else 'one pass'})" for m, v in views.items()))
+            f"{m} {v} ({VIEW_NAMES.get(v, 'passes')})" for m, v in views.items()))
     if not report.get("complete", True):
         lines.append("STOPPED EARLY: the figures cover the samples finished before the stop")
     if data.get("samples_failed"):
@@ -686,8 +691,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tol", type=int, default=TOLERANCE_PX,
                         help=f"tolerance in px for the tolerant scores (default {TOLERANCE_PX})")
     parser.add_argument("--models", default=None, help="folder of model weights (default assets/models)")
-    parser.add_argument("--no-flip", dest="flip", action="store_false",
-                        help="segment each tile once, without the mirrored second view")
+    from veer.infer import add_views_argument
+
+    add_views_argument(parser)
     parser.add_argument("--no-digitize", action="store_true", help="skip the curve-digitisation scores")
     parser.add_argument("--truth-curves", action="store_true",
                         help="also trace the truth masks (the digitiser's own error, as pipeline truth_mask)")
@@ -720,7 +726,8 @@ def run(args: argparse.Namespace) -> int:
                           + "; pass --n N to generate N synthetic logs there")
     modes = _check_modes(args.mode)
     # load the models before any progress bar, so a missing weight file is one clean line
-    segmenters = {m: get_segmenter(m, device=args.device, models_dir=args.models, flip=args.flip) for m in modes}
+    segmenters = {m: get_segmenter(m, device=args.device, models_dir=args.models, views=args.views)
+                  for m in modes}
 
     with tqdm(desc="evaluating", unit="step", file=sys.stderr) as bar:
         def progress(done: int, total: int, text: str) -> None:
