@@ -97,3 +97,33 @@ def batch_run(tmp_path_factory) -> dict:
         batch.run_batch([scans_dir], out, segmenter="threshold", client=client, progress=False,
                         calibration=Calibration(depth_points=((0.0, 1000.0), (255.0, 1051.0))))
     return {"out": out, "scans": scans, "corrupt": corrupt}
+
+
+def assert_threads_match_one_caller(seg, rng, n_images: int, timeout: float = 60) -> None:
+    """Segment ``n_images`` small random scans one by one, then twice each from as many
+    threads at once (``n_images`` allowed to segment together): every threaded result,
+    labels and probabilities, must equal the single caller's."""
+    import threading
+
+    from veer import infer
+
+    images = [rng.integers(0, 256, size=(90 + 7 * i, 70 + 5 * i), dtype=np.uint8) for i in range(n_images)]
+    expected = [seg.segment(img, return_probs=True) for img in images]
+    results: dict[int, object] = {}
+
+    def work(i):
+        results[i] = seg.segment(images[i % n_images], return_probs=True)
+
+    infer.set_max_concurrent(n_images)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(2 * n_images)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout)
+    finally:
+        infer.set_max_concurrent(1)
+    assert len(results) == 2 * n_images
+    for i, res in results.items():
+        assert np.array_equal(res.labels, expected[i % n_images].labels)
+        assert np.array_equal(res.probs, expected[i % n_images].probs)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tests.conftest import assert_threads_match_one_caller
 from veer import infer
 from veer.infer import Cancelled, Segmenter, gaussian_weights, plan_tiles, queue_status
 from veer.errors import ConfigError, VeerError
@@ -358,24 +359,7 @@ def test_queued_call_is_reported_and_can_be_cancelled(gray):
 
 
 def test_threads_get_the_same_results_as_one_caller(rng):
-    seg = seg_for(LocalNet(), batch_size=2)
-    images = [rng.integers(0, 256, size=(90 + 7 * i, 70 + 5 * i), dtype=np.uint8) for i in range(4)]
-    expected = [seg.segment(img, return_probs=True) for img in images]
-    infer.set_max_concurrent(4)
-    results: dict[int, object] = {}
-
-    def work(i):
-        results[i] = seg.segment(images[i % 4], return_probs=True)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert len(results) == 8
-    for i, res in results.items():
-        assert np.array_equal(res.labels, expected[i % 4].labels)
-        assert np.array_equal(res.probs, expected[i % 4].probs)
+    assert_threads_match_one_caller(seg_for(LocalNet(), batch_size=2), rng, 4)
 
 
 # --------------------------------------------------------------------------- saved models, cache, CLI

@@ -6,13 +6,13 @@ quick; the shipped weights are compared on a bundled sample in a slow test.
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 import torch
 
-from veer import infer, openvino_engine
+from tests.conftest import assert_threads_match_one_caller
+from veer import openvino_engine
 from veer.errors import ConfigError
 from veer.infer import Segmenter
 from veer.model import build_model
@@ -121,26 +121,7 @@ def test_the_segmenter_on_openvino_agrees_with_pytorch(mode, rng):
 def test_threads_on_openvino_get_the_same_results_as_one_caller(rng):
     seg = Segmenter.from_models("joint", small_net(), "cpu", backend="openvino", tile=64, overlap=0.25,
                                 batch_size=2, precision="fp32")
-    images = [rng.integers(0, 256, size=(90 + 7 * i, 70 + 5 * i), dtype=np.uint8) for i in range(3)]
-    expected = [seg.segment(img, return_probs=True) for img in images]
-    infer.set_max_concurrent(3)
-    results: dict[int, object] = {}
-
-    def work(i):
-        results[i] = seg.segment(images[i % 3], return_probs=True)
-
-    try:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-    finally:
-        infer.set_max_concurrent(1)
-    assert len(results) == 6
-    for i, res in results.items():
-        assert np.array_equal(res.labels, expected[i % 3].labels)
-        assert np.array_equal(res.probs, expected[i % 3].probs)
+    assert_threads_match_one_caller(seg, rng, 3, timeout=120)
 
 
 def test_backend_choice(monkeypatch):

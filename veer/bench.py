@@ -166,12 +166,11 @@ def _load_models(mode: str, models_dir: str | None, random_weights: bool):
 # --------------------------------------------------------------------------- child processes
 
 
-VIEW_FLIPS = [(), (3,), (2,), (2, 3)]   # the segmenter's views: as it is, mirrored, upside down, both
-
-
 def _views(opts: dict) -> int:
-    """Passes per tile asked for: ``views``, else 2 (1 with ``flip`` False)."""
-    return int(opts.get("views") or (2 if opts.get("flip", True) else 1))
+    """Passes per tile asked for (:func:`veer.infer.views_for`)."""
+    from veer.infer import views_for
+
+    return views_for(opts.get("flip", True), opts.get("views"))
 
 
 def _child_engine(opts: dict) -> dict:
@@ -241,7 +240,7 @@ def _child_naive(opts: dict) -> dict:
     import torch
 
     from veer.device import allocator_tuned, pick_device, set_cpu_threads
-    from veer.infer import Segmenter, gaussian_weights, plan_tiles
+    from veer.infer import VIEW_FLIPS, Segmenter, gaussian_weights, plan_tiles
     from veer.io import read_scan
 
     if opts.get("threads"):

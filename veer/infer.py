@@ -114,6 +114,7 @@ DEFAULT_BATCH = {"cpu": 4, "cuda": 16, "mps": 4}
 CPU_FP32_BATCH = 2
 PROBS_DTYPES = ("float32", "float16", "uint8")
 VIEW_CHOICES = (1, 2, 4)   # as it is; and mirrored; and both upside down too
+VIEW_FLIPS = ((), (3,), (2,), (2, 3))   # the axes each view flips: none, width, height, both
 DEFAULT_CPU_WORKERS = 2  # threads that each run part of a batch through the network on CPU
 
 ProgressFn = Callable[[int, int], None]
@@ -337,6 +338,14 @@ def _worker_pool(n: int):
 # --------------------------------------------------------------------------- the segmenter
 
 
+def views_for(flip: bool = True, views: int | None = None) -> int:
+    """Network passes per tile: ``views`` when given (1, 2 or 4), else 2 (1 when ``flip`` is False)."""
+    views = (2 if flip else 1) if views is None else int(views)
+    if views not in VIEW_CHOICES:
+        raise ConfigError(f"views must be one of {', '.join(map(str, VIEW_CHOICES))}, got {views}")
+    return views
+
+
 def _as_gray(image: np.ndarray) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
@@ -425,11 +434,8 @@ class Segmenter:
         self.channels_last = bool(channels_last)
         self.threshold = float(threshold)
         self.align = max(int(getattr(m, "stride", 16) or 16) for m in self.models)
-        views = (2 if flip else 1) if views is None else int(views)
-        if views not in VIEW_CHOICES:
-            raise ConfigError(f"views must be one of {', '.join(map(str, VIEW_CHOICES))}, got {views}")
-        self._views = views
-        self.flip = views > 1
+        self._views = views_for(flip, views)
+        self.flip = self._views > 1
         self.device_name = f"{describe_device(self.device)}, {self.precision}"
         if self._ov is not None:
             self.device_name += f", OpenVINO {self._ov.version}"
@@ -482,7 +488,7 @@ class Segmenter:
 
         if self._views == 1:
             return self._probabilities_one(x)
-        flips = [(), (3,), (2,), (2, 3)][:self._views]
+        flips = VIEW_FLIPS[:self._views]
         b = x.shape[0]
         p = self._probabilities_one(torch.cat([torch.flip(x, dims=f) if f else x for f in flips]))
         total = p[:b].clone()
@@ -653,7 +659,7 @@ def get_segmenter(mode: str = "joint", device: Any = "auto", models_dir: Any = N
         raise ConfigError(f"unknown mode {mode!r}; choose joint or separate")
     dev = pick_device(str(device)) if not hasattr(device, "type") else device
     folder = str(Path(models_dir).resolve()) if models_dir is not None else None
-    views = (2 if flip else 1) if views is None else int(views)
+    views = views_for(flip, views)
     key = (mode, str(dev), folder, views, (backend or "auto").lower(),
            os.environ.get("VEER_BACKEND", ""))
     with _CACHE_LOCK:

@@ -79,9 +79,7 @@ def resolve_backend(device, backend: str | None, models: Sequence[Any]) -> str:
 
     from veer.model import VeerNet
 
-    pref = (backend or "auto").lower()
-    if pref == "auto":
-        pref = (os.environ.get("VEER_BACKEND") or "auto").lower()
+    pref = _preference(backend)
     if pref not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     on_cpu = torch.device(device).type == "cpu"
@@ -98,12 +96,17 @@ def resolve_backend(device, backend: str | None, models: Sequence[Any]) -> str:
     return pref
 
 
-def asked_for(backend: str | None) -> bool:
-    """Whether OpenVINO was asked for explicitly (argument or ``VEER_BACKEND``), not by "auto"."""
+def _preference(backend: str | None) -> str:
+    """The backend asked for: the argument, or ``VEER_BACKEND`` where that is "auto"."""
     pref = (backend or "auto").lower()
     if pref == "auto":
         pref = (os.environ.get("VEER_BACKEND") or "auto").lower()
-    return pref == "openvino"
+    return pref
+
+
+def asked_for(backend: str | None) -> bool:
+    """Whether OpenVINO was asked for explicitly (argument or ``VEER_BACKEND``), not by "auto"."""
+    return _preference(backend) == "openvino"
 
 
 def cache_dir() -> Path:
@@ -217,7 +220,6 @@ class OpenVinoNets:
         self.streams = max(1, int(streams))
         self.threads = max(1, int(threads or os.cpu_count() or 1))
         self.strides = [int(getattr(m, "stride", 16)) for m in models]
-        self.out_channels = [int(getattr(m, "out_channels", 0)) for m in models]
         self.models = [convert(m, self.core, use_cache) for m in models]
         self.version = version()
         self._compiled: list[OrderedDict] = [OrderedDict() for _ in self.models]
@@ -257,12 +259,14 @@ class OpenVinoNets:
             raise ValueError(f"expected (N, 1, H, W) input, got {x.shape}")
         n, _, h, w = x.shape
         outs = []
+        padded: dict[int, np.ndarray] = {}   # per stride: the networks of a pipeline share one
         for i, stride in enumerate(self.strides):
-            ph, pw = (-h) % stride, (-w) % stride
-            xi = x
-            if ph or pw:   # white paper, exactly as the network pads inside
-                xi = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=1.0)
-            compiled = self._for_shape(i, h + ph, w + pw)
+            xi = padded.get(stride)
+            if xi is None:   # white paper, exactly as the network pads inside
+                ph, pw = (-h) % stride, (-w) % stride
+                xi = padded[stride] = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=1.0) \
+                    if ph or pw else x
+            compiled = self._for_shape(i, xi.shape[2], xi.shape[3])
             out = None
             requests = [compiled.take() for _ in range(min(self.streams, n))]
             try:
