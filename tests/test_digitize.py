@@ -153,6 +153,77 @@ def test_long_gaps_stay_empty_and_short_ones_are_interpolated():
     assert np.isnan(traced(draw(xs, width=2.0), max_gap=10)[110:120]).all()
 
 
+def test_a_trace_whose_step_the_labels_lost_keeps_both_halves():
+    # A model often leaves a near-horizontal step unlabelled where it runs along a grid line:
+    # the upper half ends in a short hook that overlaps the lower half's first rows, far to
+    # the side. Both halves are the curve; the trace must not keep only the longer one.
+    up = np.where(ROWS < 200, 80.0, np.nan)
+    mask = draw(up, width=2.0)
+    mask = stroke(mask, np.array([[199.0, 80.0, 202.0, 95.0]]), 1, 2.0)        # the hook
+    low = np.where(ROWS >= 199, 200.0, np.nan)
+    mask = draw(low, width=2.0, mask=mask)
+    found = traced(mask)
+    assert np.all(np.abs(found[10:195] - 80.0) <= 1.0), "the upper half is traced"
+    assert np.all(np.abs(found[206:390] - 200.0) <= 1.0), "the lower half is traced"
+
+
+def _hidden_pair(offset_hidden: float = 2.0):
+    """curve1 solid and thick; curve2 dashed, 60 px to its right except on rows 150-300, where
+    it runs inside curve1's stroke (labelled curve1 there, as a model labels it)."""
+    a = 150.0 + 30.0 * np.sin(ROWS / 45.0)
+    off = np.interp(ROWS, [0, 110, 140, 310, 340, H], [60, 60, offset_hidden, offset_hidden, 60, 60])
+    b = a + off
+    mask = draw(b, cls=2, width=2.0, dash=(10.0, 5.0))
+    mask = draw(a, cls=1, width=7.0, mask=mask)                # the solid stroke covers the dashes
+    return mask, a, b
+
+
+def test_a_dashed_curve_hidden_under_the_solid_one_follows_it():
+    mask, a, b = _hidden_pair()
+    assert not (mask[160:290] == 2).any(), "curve2 has no pixels of its own there"
+    table = dz.trace_curves(mask, [TRACK])
+    c2 = table["curve2_x"].to_numpy()
+    assert np.isfinite(c2[160:290]).all(), "the hidden stretch is followed, not left empty"
+    # carried along at the offset where it went under: the edge of the stroke that hides it
+    assert np.all(np.abs(c2[160:290] - a[160:290]) <= 7.0 / 2 + 2.5)
+    assert np.median(np.abs(c2[160:290] - b[160:290])) <= 4.0
+    assert np.mean(errors(table["curve1_x"].to_numpy(), a) <= 1.5) >= 0.97, "curve1 is untouched"
+    off = dz.trace_curves(mask, [TRACK], dz.TraceParams(hidden_max=0))["curve2_x"].to_numpy()
+    assert np.isnan(off[180:270]).all(), "without the rule a gap that long stays empty"
+
+
+def test_a_long_gap_away_from_the_other_curve_is_not_bridged():
+    mask, a, b = _hidden_pair(offset_hidden=40.0)
+    gap = mask[150:300]
+    gap[gap == 2] = 0                                # curve2 missing 40 px from curve1: not hidden
+    c2 = dz.trace_curves(mask, [TRACK])["curve2_x"].to_numpy()
+    assert np.isnan(c2[170:280]).all(), "a gap away from the other curve is not filled from it"
+    assert np.isfinite(c2[310:390]).all()
+
+
+def test_a_missed_wrap_step_is_put_back_and_a_brief_excursion_kept():
+    width, prm = 100.0, dz.TraceParams()
+    x = np.full(1200, 50.0)
+    # off scale on rows 100-129 (a brief excursion): kept as traced
+    xu = x + np.where((ROWS_L >= 100) & (ROWS_L < 130), width, 0.0)
+    assert np.array_equal(dz._settle_wraps(x, xu, width, prm), xu)
+    # two brief excursions (rows 400-429 and 900-929), the step back from the first missed:
+    # without a second look every later row is a whole scale high; with it the damage is
+    # confined to the first excursion's 30 rows
+    truth = x + np.where(((ROWS_L >= 400) & (ROWS_L < 430)) | ((ROWS_L >= 900) & (ROWS_L < 930)), width, 0.0)
+    bad = x + np.where(ROWS_L >= 400, width, 0.0) + np.where((ROWS_L >= 900) & (ROWS_L < 930), width, 0.0)
+    got = dz._settle_wraps(x, bad, width, prm)
+    assert np.mean(got == truth) >= 1.0 - 30 / 1200
+    assert np.array_equal(got[430:], truth[430:]) and np.array_equal(got[:400], truth[:400])
+    # a long stretch off scale between two sure steps is no single missed step, and a step of
+    # two wraps at once is never made: the stretch comes back whole or not at all
+    two = x + np.where((ROWS_L >= 300) & (ROWS_L < 500), width, 0.0)
+    assert np.array_equal(dz._settle_wraps(x, two, width, dz.TraceParams(offscale_rows=1000.0)), two)
+
+
+ROWS_L = np.arange(1200)
+
+
 def test_curve_class_specks_away_from_the_trace_are_rejected(rng):
     xs = 100.0 + 40.0 * np.sin(ROWS / 50.0)
     mask = draw(xs, width=2.0)

@@ -36,6 +36,15 @@ Tracing (per track and curve class)
     tips instead of being averaged away. Gaps up to ``TraceParams.max_gap``
     rows (dashes, dots, crossings) are bridged by linear interpolation of the
     unwrapped position; longer ones stay empty.
+    Hidden stretches: where a curve's ink stops within a few px of the other
+    curve, which runs on, and resumes beside it again, the curve ran under
+    the other (a model labels those pixels as the other curve): the gap is
+    filled along the other curve, at the offset of its two ends
+    (:func:`_bridge_hidden`).
+    Wraps settled: one missed wrap step would put every later value a whole
+    scale out. A curve is off scale only briefly, so each wrap step the
+    tracer took is open to a second look, and a dynamic programme trades the
+    rows left off scale against the steps re-decided (:func:`_settle_wraps`).
 
 Coordinates
     x is a float pixel column of the whole image (pixel centres at integers).
@@ -701,13 +710,18 @@ class TraceParams:
     join_tol: float = 10.0       # px two pieces of trace may be apart and still join
     max_slope: float = 4.0       # px per row the trace may drift across a gap
     merge_gap: float = 12.0      # px between runs of one row that still belong to one stretch of trace
-    max_overlap: int = 4         # rows two consecutive pieces may share (side-by-side dashes, wraps)
-    gap_cost: float = 0.2        # chain score lost per empty row between two pieces
-    dist_cost: float = 0.5       # chain score lost per px of misfit at a link
-    break_cost: float = 25.0     # chain score lost by a jump (a piece that does not continue the last)
+    max_overlap: int = 16        # rows two consecutive pieces may share (side-by-side dashes, wraps)
+    gap_cost: float = 0.1        # chain score lost per empty row between two pieces
+    dist_cost: float = 0.25      # chain score lost per px of misfit at a link
+    break_cost: float = 12.0     # chain score lost by a jump (a piece that does not continue the last)
     fit_iters: int = 80          # iterations of the pen-path fit on near-horizontal rows (0: off)
     baseline_wrap: bool = True   # count wraps from the wrap count the trace spends most rows at
     sweeps: bool = True          # re-decide wraps across near-horizontal sweeps to a border (_resolve_sweeps)
+    hidden_max: int = 3000       # rows a curve may run hidden under the other (_bridge_hidden; 0: off)
+    hidden_tol: float = 10.0      # px from the other curve at both ends of such a stretch
+    hidden_cover: float = 0.8    # share of the stretch's rows the other curve must ink
+    offscale_rows: float = 300.0  # rows off scale that outweigh one doubtful wrap step (_settle_wraps; 0: off)
+    wrap_doubt: float = 1.0      # cost of re-deciding one wrap step (_settle_wraps)
 
 
 def _row_runs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -819,7 +833,9 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
     shifts = (-width, 0.0, width)
     for j in order.tolist():
         tj = top[j]
-        while closed and closed[0][0] < tj:
+        # a break may follow a piece that ends up to max_overlap rows below this one's top
+        # (a trace whose near-horizontal stretch the labels lost overlaps its two halves)
+        while closed and closed[0][0] < tj + prm.max_overlap:
             _, i = heapq.heappop(closed)
             if score[i] > best_closed:
                 best_closed, best_closed_i = score[i], i
@@ -850,7 +866,7 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
             cand = score[i] + gain - prm.gap_cost * max(g, 0) - prm.dist_cost * dist
             if cand > best:
                 best, best_i, best_k, best_brk = cand, i, k, False
-        if best_closed_i >= 0:
+        if best_closed_i >= 0 and bot[best_closed_i] < bot[j]:
             cand = best_closed + nrows[j] - prm.break_cost
             if cand > best:
                 i = best_closed_i
@@ -1236,23 +1252,28 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
 
 
 def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Trace one curve in one track band (rows x band columns) -> (x, xu) per row (NaN: none)."""
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trace one curve in one track band (rows x band columns) -> (x, xu, inked) per row.
+
+    x, xu: NaN where there is no curve; inked: the row's position comes from
+    the curve's own ink (False on rows bridged by interpolation).
+    """
     from scipy import ndimage
 
     h = m.shape[0]
     x = np.full(h, np.nan)
     xu = np.full(h, np.nan)
+    inked = np.zeros(h, bool)
     ink_rows = np.flatnonzero(m.any(axis=1))
     if ink_rows.size == 0:
-        return x, xu
+        return x, xu, inked
     # pieces: connected ink, with dashes that lie side by side in a near-horizontal stretch
     # joined (a dense dotted trace counts as continuous, yet sweeps across the track in rows
     # of separate dots)
     solid = ink_rows.size >= SOLID_SHARE * (ink_rows[-1] - ink_rows[0] + 1)
     p = _pieces(m, int(prm.merge_gap // 2))
     if p is None:
-        return x, xu
+        return x, xu, inked
     width = track.width
     mid = (h - 1) / 2.0
     chain = _chain(p, width, prm, (float(track.left(mid)) - col0, float(track.right(mid)) - col0))
@@ -1355,6 +1376,7 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     # ink rows
     xu[rows] = c
     x[rows] = c - wr * width
+    inked[rows] = True
     # bridge short gaps within a segment by linear interpolation of xu
     if rows.size > 1:
         d = np.diff(rows)
@@ -1369,7 +1391,114 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
             left = track.left(fr_)
             k = np.floor((xu[fr_] - left) / width)
             x[fr_] = xu[fr_] - k * width
-    return x, xu
+    return x, xu, inked
+
+
+def _settle_wraps(x: np.ndarray, xu: np.ndarray, width: float, prm: TraceParams) -> np.ndarray:
+    """Re-decide doubtful wrap steps so the curve is off scale only briefly: a new xu.
+
+    Each wrap step the tracer took (and each jump over a long gap) is a
+    decision that might be wrong; one missed step shifts every later value
+    by a whole track width. The trace is cut at those points into blocks of
+    one wrap count, and a dynamic programme adds an integer correction to
+    each block: changing the correction at a step costs ``prm.wrap_doubt``,
+    and every row left off scale (wrap count not zero) costs
+    ``1 / prm.offscale_rows``. A step may grow by at most one (a wrap is a
+    single crossing of the border); over a long gap anything goes. So short
+    excursions off scale, the usual kind, are kept as traced, and a wrap
+    count that stays off scale for much longer than ``prm.offscale_rows``
+    rows is taken as a missed step and put back.
+    """
+    rows = np.flatnonzero(np.isfinite(xu) & np.isfinite(x))
+    if rows.size < 2 or prm.offscale_rows <= 0:
+        return xu
+    wr = np.round((xu[rows] - x[rows]) / width).astype(np.int64)
+    cut = np.flatnonzero((wr[1:] != wr[:-1]) | (np.diff(rows) > prm.max_gap + 1)) + 1
+    if cut.size == 0 and wr[0] == 0:
+        return xu
+    starts = np.r_[0, cut]
+    ends = np.r_[cut, rows.size]
+    bw = wr[starts]
+    n = (ends - starts).astype(np.float64)
+    free = np.r_[False, np.diff(rows)[cut - 1] > prm.max_gap + 1] if cut.size else np.array([False])
+    K = 3
+    cs = np.arange(-K, K + 1)
+    lam = 1.0 / prm.offscale_rows
+    nb = bw.size
+    cost = lam * n[0] * ((bw[0] + cs) != 0)
+    back = np.zeros((nb, cs.size), np.int64)
+    for b in range(1, nb):
+        step_traced = bw[b] - bw[b - 1]
+        # trans[i, j]: from correction cs[i] to cs[j]
+        change = np.abs(cs[None, :] - cs[:, None]).astype(np.float64)
+        trans = prm.wrap_doubt * change
+        if not free[b]:
+            step_new = step_traced + cs[None, :] - cs[:, None]
+            trans = np.where(np.abs(step_new) > 1, np.inf, trans)
+        tot = cost[:, None] + trans
+        back[b] = np.argmin(tot, axis=0)
+        cost = tot[back[b], np.arange(cs.size)] + lam * n[b] * ((bw[b] + cs) != 0)
+    corr = np.zeros(nb, np.int64)
+    j = int(np.argmin(cost))
+    for b in range(nb - 1, -1, -1):
+        corr[b] = cs[j]
+        j = back[b, j]
+    if not corr.any():
+        return xu
+    out = xu.copy()
+    per_row = np.repeat(corr, (ends - starts))
+    out[rows] = xu[rows] + per_row * width
+    # rows bridged between two traced rows take the correction of the row above
+    idx = np.flatnonzero(np.isfinite(xu))
+    pos = np.clip(np.searchsorted(rows, idx, side="right") - 1, 0, rows.size - 1)
+    fill = ~np.isin(idx, rows)
+    out[idx[fill]] = xu[idx[fill]] + per_row[pos[fill]] * width
+    return out
+
+
+def _bridge_hidden(own: tuple[np.ndarray, np.ndarray, np.ndarray],
+                   other: tuple[np.ndarray, np.ndarray, np.ndarray], track: Track,
+                   prm: TraceParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Follow the other curve across a stretch where this one is hidden under it.
+
+    Where two curves coincide, the pixels are the other curve's (a model
+    labels a dash drawn over a solid line as the solid line), so this
+    curve's ink stops. A gap of this curve's ink (of any length up to
+    ``prm.hidden_max``) whose two ends lie within ``prm.hidden_tol`` px of
+    the other curve, which is inked over most of the gap, is filled with the
+    other curve's position plus the offset at the ends (interpolated), and
+    the other curve's wrap-arounds in between. Returns new (x, xu, inked).
+    """
+    x, xu, inked = (a.copy() for a in own)
+    ox, oxu, oinked = other
+    rows = np.flatnonzero(inked)
+    if rows.size < 2 or not oinked.any():
+        return x, xu, inked
+    width = track.width
+    d = np.diff(rows)
+    for gi in np.flatnonzero(d > 1).tolist():
+        r0, r1 = int(rows[gi]), int(rows[gi + 1])
+        if r1 - r0 - 1 > prm.hidden_max:
+            continue
+        if not (oinked[r0] and oinked[r1]):
+            continue
+        off0, off1 = x[r0] - ox[r0], x[r1] - ox[r1]
+        if not (abs(off0) <= prm.hidden_tol and abs(off1) <= prm.hidden_tol):
+            continue
+        mid = np.arange(r0 + 1, r1)
+        if oinked[mid].mean() < prm.hidden_cover:
+            continue
+        ok = np.isfinite(ox[mid]) & np.isfinite(oxu[mid])
+        if not ok.all():
+            continue
+        t = (mid - r0) / (r1 - r0)
+        x[mid] = ox[mid] + off0 + t * (off1 - off0)
+        # this curve's wrap count changes as the other's does
+        own_wr0 = np.round((xu[r0] - x[r0]) / width)
+        other_wr = np.round((oxu[mid] - ox[mid]) / width)
+        other_wr0 = np.round((oxu[r0] - ox[r0]) / width)
+        xu[mid] = x[mid] + (own_wr0 + other_wr - other_wr0) * width
+    return x, xu, inked
 
 
 def _row_centres(a: np.ndarray, b: np.ndarray, A: np.ndarray, B: np.ndarray, hw: float) -> np.ndarray:
@@ -1524,6 +1653,14 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
             xs[name] = _trace_band(m, c0, t, prm)
             if progress is not None:
                 progress()
+        if prm.hidden_max > 0:
+            both = dict(xs)
+            for name, other in zip(CURVES, reversed(CURVES)):
+                xs[name] = _bridge_hidden(both[name], both[other], t, prm)
+        if prm.offscale_rows > 0:
+            for name in CURVES:
+                x_, xu_, ink_ = xs[name]
+                xs[name] = (x_, _settle_wraps(x_, xu_, t.width, prm), ink_)
         for name in CURVES:
             cols[f"{name}_x"] = xs[name][0]
         for name in CURVES:
