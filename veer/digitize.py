@@ -78,7 +78,7 @@ from veer.errors import ConfigError, MaskError, VeerError
 CURVES = ("curve1", "curve2")
 SOLID_SHARE = 0.9          # a trace whose ink covers this share of its rows is continuous (solid)
 LOCAL_WIDTH_ROWS = 61  # rows over which the tracer judges how thick the ink is locally
-LOCAL_WIDTH_QUANTILE = 0.4  # ... from this quantile of the per-row ridge of the ink (0.25-0.5 tried)
+LOCAL_WIDTH_QUANTILE = 0.75  # ... from this quantile of the per-row ridge of the ink (0.25-1.0 tried)
 SWEEP_WIDTH = 0.25         # a row whose ink spans this share of the track may be a sweep across it (_resolve_sweeps)
 CURVE_CLASSES = {"curve1": CURVE1, "curve2": CURVE2}
 LAS_NULL = -999.25
@@ -950,8 +950,10 @@ def _local_half_width(ink: np.ndarray, hw: float, window: int | None = None,
     mask swells where the scan is noisy or blurred. Per row the ridge of the
     ink's distance transform (its largest value) is the local half-width plus
     up to 1 px; its LOCAL_WIDTH_QUANTILE over ``window`` rows, less 1/2 px,
-    is the local estimate (a low quantile, as a sweep or a merged zigzag
-    widens the ridge of a few rows). Never below the whole trace's ``hw``.
+    is the local estimate (not the maximum, as a sweep or a merged zigzag
+    widens the ridge of a few rows; a model's labels swell and thin along a
+    stroke, and a pen as thick as most of its rows fits them best). Never
+    below the whole trace's ``hw``.
     Rows without ink take their neighbours' value (``hw`` where none).
     ``dist``: :func:`_ink_distance` of ``ink``, if already computed.
     """
