@@ -718,9 +718,9 @@ class TraceParams:
     baseline_wrap: bool = True   # count wraps from the wrap count the trace spends most rows at
     sweeps: bool = True          # re-decide wraps across near-horizontal sweeps to a border (_resolve_sweeps)
     hidden_max: int = 3000       # rows a curve may run hidden under the other (_bridge_hidden; 0: off)
-    hidden_tol: float = 10.0      # px from the other curve at both ends of such a stretch
+    hidden_tol: float = 10.0     # px from the other curve at both ends of such a stretch
     hidden_cover: float = 0.8    # share of the stretch's rows the other curve must ink
-    offscale_rows: float = 300.0  # rows off scale that outweigh one doubtful wrap step (_settle_wraps; 0: off)
+    offscale_rows: float = 300.0 # rows off scale that outweigh one doubtful wrap step (_settle_wraps; 0: off)
     wrap_doubt: float = 1.0      # cost of re-deciding one wrap step (_settle_wraps)
 
 
@@ -1447,14 +1447,8 @@ def _settle_wraps(x: np.ndarray, xu: np.ndarray, width: float, prm: TraceParams)
         j = back[b, j]
     if not corr.any():
         return xu
-    out = xu.copy()
-    per_row = np.repeat(corr, (ends - starts))
-    out[rows] = xu[rows] + per_row * width
-    # rows bridged between two traced rows take the correction of the row above
-    idx = np.flatnonzero(np.isfinite(xu))
-    pos = np.clip(np.searchsorted(rows, idx, side="right") - 1, 0, rows.size - 1)
-    fill = ~np.isin(idx, rows)
-    out[idx[fill]] = xu[idx[fill]] + per_row[pos[fill]] * width
+    out = xu.copy()           # every row with a position, interpolated ones included, is in ``rows``
+    out[rows] = xu[rows] + np.repeat(corr, ends - starts) * width
     return out
 
 
