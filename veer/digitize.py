@@ -1396,6 +1396,11 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     return x, xu, inked
 
 
+def _wraps(x, xu, width: float):
+    """The wrap count of positions: (xu - x) is a whole number of track widths."""
+    return np.round((np.asarray(xu) - np.asarray(x)) / width).astype(np.int64)
+
+
 def _settle_wraps(x: np.ndarray, xu: np.ndarray, width: float, prm: TraceParams) -> np.ndarray:
     """Re-decide doubtful wrap steps so the curve is off scale only briefly: a new xu.
 
@@ -1414,29 +1419,28 @@ def _settle_wraps(x: np.ndarray, xu: np.ndarray, width: float, prm: TraceParams)
     rows = np.flatnonzero(np.isfinite(xu) & np.isfinite(x))
     if rows.size < 2 or prm.offscale_rows <= 0:
         return xu
-    wr = np.round((xu[rows] - x[rows]) / width).astype(np.int64)
-    cut = np.flatnonzero((wr[1:] != wr[:-1]) | (np.diff(rows) > prm.max_gap + 1)) + 1
+    wr = _wraps(x[rows], xu[rows], width)
+    long_gap = np.diff(rows) > prm.max_gap + 1
+    cut = np.flatnonzero((wr[1:] != wr[:-1]) | long_gap) + 1
     if cut.size == 0 and wr[0] == 0:
         return xu
     starts = np.r_[0, cut]
     ends = np.r_[cut, rows.size]
     bw = wr[starts]
     n = (ends - starts).astype(np.float64)
-    free = np.r_[False, np.diff(rows)[cut - 1] > prm.max_gap + 1] if cut.size else np.array([False])
+    free = np.r_[False, long_gap[cut - 1]]              # a block that starts after a long gap
     K = 3
     cs = np.arange(-K, K + 1)
+    shift = cs[None, :] - cs[:, None]                   # [i, j]: from correction cs[i] to cs[j]
+    change_cost = prm.wrap_doubt * np.abs(shift).astype(np.float64)
     lam = 1.0 / prm.offscale_rows
     nb = bw.size
     cost = lam * n[0] * ((bw[0] + cs) != 0)
     back = np.zeros((nb, cs.size), np.int64)
     for b in range(1, nb):
-        step_traced = bw[b] - bw[b - 1]
-        # trans[i, j]: from correction cs[i] to cs[j]
-        change = np.abs(cs[None, :] - cs[:, None]).astype(np.float64)
-        trans = prm.wrap_doubt * change
+        trans = change_cost
         if not free[b]:
-            step_new = step_traced + cs[None, :] - cs[:, None]
-            trans = np.where(np.abs(step_new) > 1, np.inf, trans)
+            trans = np.where(np.abs(bw[b] - bw[b - 1] + shift) > 1, np.inf, change_cost)
         tot = cost[:, None] + trans
         back[b] = np.argmin(tot, axis=0)
         cost = tot[back[b], np.arange(cs.size)] + lam * n[b] * ((bw[b] + cs) != 0)
@@ -1490,10 +1494,8 @@ def _bridge_hidden(own: tuple[np.ndarray, np.ndarray, np.ndarray],
         t = (mid - r0) / (r1 - r0)
         x[mid] = ox[mid] + off0 + t * (off1 - off0)
         # this curve's wrap count changes as the other's does
-        own_wr0 = np.round((xu[r0] - x[r0]) / width)
-        other_wr = np.round((oxu[mid] - ox[mid]) / width)
-        other_wr0 = np.round((oxu[r0] - ox[r0]) / width)
-        xu[mid] = x[mid] + (own_wr0 + other_wr - other_wr0) * width
+        xu[mid] = x[mid] + (_wraps(x[r0], xu[r0], width) + _wraps(ox[mid], oxu[mid], width)
+                            - _wraps(ox[r0], oxu[r0], width)) * width
     return x, xu, inked
 
 
