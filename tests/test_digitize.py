@@ -333,6 +333,33 @@ def test_fast_sweep_through_a_border_keeps_its_wrap(f_before, f_after, solid):
     assert np.mean(np.abs(got[far] - want[far]) < 0.02) > 0.97, "the wrap across the sweep is counted"
 
 
+@pytest.mark.parametrize("lag, b_before, b_after", [
+    (3.0, 0.55, 1.65),     # the other curve lands left of this one
+    (2.0, 0.55, 1.9),      # ... right of it: its sweep runs on past this curve's landing point
+    (3.0, 0.65, 1.9),
+    (5.0, 0.7, 1.9),
+])
+def test_a_sweep_that_joins_the_trace_into_one_piece_is_decided_by_its_ink(lag, b_before, b_after):
+    # Both curves of a track run off scale at one bed boundary and sweep through the right
+    # border together; the labels give the other curve's sweep, a few rows lower, to this
+    # curve. The sweeps join the rows above and below into one piece of ink, so the chain
+    # never chose a wrap there: the ink alone decides, though the other sweep makes the
+    # direction the pen arrives from look wrong.
+    ramp = np.clip((ROWS - 198.0) / 4.0, 0.0, 1.0)
+    frac = 0.6 + (1.75 - 0.6) * ramp
+    mask = _wrapped_mask(frac, TRACK, width=4.0)
+    other = b_before + (b_after - b_before) * np.clip((ROWS - 198.0 - lag) / 4.0, 0.0, 1.0)
+    sweep = _wrapped_mask(other, TRACK, width=3.0)
+    sweep[np.abs(ROWS - 200.0 - lag) > 4] = 0
+    mask = np.maximum(mask, sweep)
+    table = dz.trace_curves(mask, [TRACK])
+    got = np.asarray(TRACK.frac(table["row"], table["curve1_xu"]), np.float64)
+    far = (np.abs(ROWS - 202) > 12) & np.isfinite(got)
+    assert far.mean() > 0.8
+    base = np.floor(1.75) if (ROWS > 202).sum() > (ROWS < 198).sum() else 0.0
+    assert np.mean(np.abs(got[far] - (frac[far] - base)) < 0.02) > 0.97, "the wrap across the sweep is counted"
+
+
 @pytest.mark.parametrize("level, dip", [(0.58, -0.74), (0.4, 1.7)])
 def test_a_thin_bed_off_scale_between_two_sweeps_is_one_wrap_out(level, dip):
     # A thin bed whose reading runs off scale for four rows: the pen sweeps out through one

@@ -1090,7 +1090,8 @@ def _side_evidence(row_ink: np.ndarray, x: float) -> float:
 
 
 def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarray, track: Track,
-                    col0: int, hw: float, solid: bool, prm: TraceParams) -> tuple[np.ndarray, np.ndarray]:
+                    col0: int, hw: float, solid: bool, prm: TraceParams,
+                    piece: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Re-decide the wrap count across near-horizontal sweeps that reach a track border.
 
     Where the trace sweeps across the track in a few rows (a bed boundary
@@ -1104,7 +1105,10 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
     which way the ink leaves the last narrow row above and reaches the first
     one below. The rows below move with it; rows inside the sweep take the
     wrap that puts them on it. ``c``: unwrapped image x per traced row;
-    ``wr``: wrap counts.
+    ``wr``: wrap counts; ``piece``: the piece of ink each traced row comes
+    from. The chain's wrap across a sweep is kept unless the ink clearly says
+    otherwise, but where the rows above and below the sweep are one piece
+    (the sweep joined them) the chain never chose, and the ink decides alone.
     """
     from scipy import ndimage
 
@@ -1210,7 +1214,8 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
                 costs[0] = cost
                 excursion, exc_back = (-1 if via_left else 1), back
         best = min(costs, key=lambda d: (costs[d], abs(d)))
-        if costs[best] > costs[cur] - max(10.0, 0.03 * width):
+        chose = piece is None or piece[ib] != piece[ia]
+        if chose and costs[best] > costs[cur] - max(10.0, 0.03 * width):
             best = cur                     # keep the chain's choice unless the ink clearly says otherwise
         if best != cur:
             wr[ia:] += best - cur
@@ -1317,6 +1322,7 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     best_run = by_len[np.r_[np.flatnonzero(np.diff(sid[by_len])), by_len.size - 1]]
     s_wr = run_wr[best_run]
     s_seg = run_seg[best_run]
+    s_piece = cp[order][best_run]
 
     # one stretch per row: where several remain, continue the rows above
     row_first = np.flatnonzero(np.r_[True, s_row[1:] != s_row[:-1]])
@@ -1338,7 +1344,7 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
                 ref = nxt[ok[0]] if ok.size else centre[first]
             pick[mi] = cands[np.argmin(np.abs(centre[cands] - ref))]
     a, b = s_a[pick], s_b[pick]
-    wr, seg = s_wr[pick], s_seg[pick]
+    wr, seg, row_piece = s_wr[pick], s_seg[pick], s_piece[pick]
     # the full ink of the chosen stretch in each row (sub-pixel centre where the trace is steep)
     fu_a = fa + wrap_lut[fp] * width + col0
     fu_b = fb + wrap_lut[fp] * width + col0
@@ -1374,7 +1380,7 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
             vb = _fit_path(ink, vb, hw_loc, opt, iters=prm.fit_iters, lr=lr, solid=solid, bounds=(lo, hi))
             c = vb[rows] + shift_r
     if prm.sweeps:
-        c, wr = _resolve_sweeps(m, rows, c, wr, track, col0, hw, solid, prm)
+        c, wr = _resolve_sweeps(m, rows, c, wr, track, col0, hw, solid, prm, row_piece)
     # ink rows
     xu[rows] = c
     x[rows] = c - wr * width
