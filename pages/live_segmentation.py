@@ -202,7 +202,8 @@ def digitise_panel(scan, key: str, results: dict, truth_obj, gray_view, factor: 
         log = store.get(dkey)
         if log is None:
             with st.spinner("Tracing the curves..."):
-                log = dz.digitize_labels(results[mode].labels, gray=scan.gray, tracks=tracks, calibration=cal)
+                log = dz.digitize_labels(results[mode].labels, gray=scan.gray, tracks=tracks, calibration=cal,
+                                         shared=getattr(results[mode], "shared", None))
             store.put(dkey, log)
     except VeerError as exc:
         st.error(str(exc), icon=":material/error:")

@@ -360,6 +360,31 @@ def test_a_sweep_that_joins_the_trace_into_one_piece_is_decided_by_its_ink(lag, 
     assert np.mean(np.abs(got[far] - (frac[far] - base)) < 0.02) > 0.97, "the wrap across the sweep is counted"
 
 
+
+def test_shared_pixels_let_curve2_run_through_dashes_labelled_curve1():
+    # A dashed curve2 beside the solid curve1 whose dashes the model labelled curve1 over
+    # 110 rows (longer than any gap bridged): the segmenter marks those pixels as possibly
+    # curve2 too (SegmentResult.shared), and the tracer follows curve2 through them.
+    x1 = 120.0 + 15.0 * np.sin(ROWS / 50.0)
+    x2 = x1 + 9.0
+    mask = draw(x1, 1, 2.5)
+    dashed = draw(x2, 2, 2.0, dash=(6.0, 4.0))
+    mixed = (dashed == 2) & (ROWS[:, None] >= 140) & (ROWS[:, None] < 250)
+    mask[dashed == 2] = 2
+    mask[mixed] = 1
+    mid = (ROWS >= 150) & (ROWS < 240)
+    plain = dz.trace_curves(mask, [TRACK])
+    assert np.median(errors(plain["curve2_x"].to_numpy()[mid], x2[mid])) > 3.0, \
+        "without the shared pixels the stretch is only guessed"
+    table = dz.trace_curves(mask, [TRACK], shared=mixed)
+    got = table["curve2_x"].to_numpy()[mid]
+    assert np.isfinite(got).all()
+    assert np.median(np.abs(got - x2[mid])) < 1.0 and np.mean(np.abs(got - x2[mid]) < 3) > 0.85
+    assert np.array_equal(table["curve1_x"].to_numpy(), plain["curve1_x"].to_numpy(), equal_nan=True), \
+        "curve1 is traced as before"
+    with pytest.raises(dz.MaskError):
+        dz.trace_curves(mask, [TRACK], shared=mixed[:-1])
+
 @pytest.mark.parametrize("level, dip", [(0.58, -0.74), (0.4, 1.7)])
 def test_a_thin_bed_off_scale_between_two_sweeps_is_one_wrap_out(level, dip):
     # A thin bed whose reading runs off scale for four rows: the pen sweeps out through one

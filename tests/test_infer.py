@@ -289,6 +289,19 @@ def test_separate_pipeline_stitches_three_binary_models(gray):
         Segmenter.from_models("separate", models[:2], "cpu")
 
 
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+def test_curve1_pixels_that_may_be_curve2_are_marked_for_the_digitiser(gray, mode):
+    models = [LocalNet(3, seed=4)] if mode == "joint" else [LocalNet(1, seed=s) for s in (1, 2, 3)]
+    seg = Segmenter.from_models(mode, models, "cpu", tile=64, overlap=0.25, precision="fp32")
+    res = seg.segment(gray, return_probs=True)
+    assert res.shared.shape == gray.shape and res.shared.dtype == bool
+    want = (res.labels == 1) & (res.probs[2] >= infer.SHARED_AT)
+    assert (res.shared == want).mean() > 0.999     # the same rule, but for float rounding at the limit
+    curve1 = res.labels == 1
+    assert 0 < res.shared.sum() < curve1.sum(), "some curve1 pixels, not all, are in doubt"
+    assert not res.shared[~curve1].any()
+
+
 # --------------------------------------------------------------------------- progress, cancel, threads
 
 

@@ -622,13 +622,13 @@ LAS_NOTE = ("no LAS: no depth calibration; give --depth-points ROW:DEPTH,ROW:DEP
 
 
 def _digitize_and_write(labels: np.ndarray, gray: np.ndarray, paths: dict[str, Path],
-                        options: BatchOptions, label: str) -> dict[str, Any]:
+                        options: BatchOptions, label: str, shared: np.ndarray | None = None) -> dict[str, Any]:
     """Curves CSV (and LAS when calibrated) with veer.digitize; returns record fields."""
     from veer import digitize as dg
 
     try:
         log = dg.digitize_labels(labels, gray=gray, tracks=list(options.tracks) if options.tracks else None,
-                                 calibration=options.calibration, params=options.params)
+                                 calibration=options.calibration, params=options.params, shared=shared)
     except VeerError as exc:
         raise type(exc)(f"{label}: {exc}") from None
     fields: dict[str, Any] = {"curves_csv": str(dg.write_csv(log, paths["curves_csv"])),
@@ -688,7 +688,7 @@ def process_scan(job: ScanJob, options: BatchOptions) -> dict[str, Any]:
             outputs["conflict"] = str(paths["conflict"])
             rec["conflict_share"] = float((conflict == 1).mean())
             rec["gap_share"] = float((conflict == 2).mean())
-        fields = _digitize_and_write(labels, gray, paths, options, job.input)
+        fields = _digitize_and_write(labels, gray, paths, options, job.input, getattr(result, "shared", None))
         outputs["curves_csv"] = fields["curves_csv"]
         if fields.get("las"):
             outputs["las"] = fields["las"]

@@ -1619,10 +1619,13 @@ def _track_bands(tracks: Sequence[Track], width: int, prm: TraceParams) -> list[
 
 
 def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams | None = None,
-                 *, progress=None) -> pd.DataFrame:
+                 *, progress=None, shared: np.ndarray | None = None) -> pd.DataFrame:
     """Centre line of curve1 and curve2 in every track, one table row per image row and track.
 
     ``labels``: uint8 (H, W) of 0/1/2 (255 = both curves, as in truth masks).
+    ``shared``: optional bool (H, W), curve pixels traced for both curves (a
+    segmenter's ``SegmentResult.shared``: curve1 pixels the model thought
+    might be curve2).
     ``tracks``: :class:`Track` objects or ``(x0, x1)`` pairs in whole-image
     columns. Returns a DataFrame with columns ``row, track, curve1_x,
     curve2_x, curve1_xu, curve2_xu`` (x: where the ink is; xu: unwrapped,
@@ -1633,6 +1636,12 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise MaskError(f"labels must be a 2-D label image, got shape {labels.shape}")
+    if shared is not None:
+        shared = np.asarray(shared, bool)
+        if shared.shape != labels.shape:
+            raise MaskError(f"the shared-pixel map is {shared.shape[1]}x{shared.shape[0]} px but the labels are "
+                            f"{labels.shape[1]}x{labels.shape[0]} px")
+        labels = np.where(shared & (labels != 0), np.uint8(IGNORE), labels)
     h, w = labels.shape
     tracks = sorted((as_track(t) for t in tracks), key=lambda t: t.x0)
     frames = []
@@ -2061,11 +2070,13 @@ def resample(log: DigitizedLog, step: float | None = None) -> pd.DataFrame:
 
 
 def digitize_labels(labels: np.ndarray, gray: np.ndarray | None = None, tracks: Sequence[Any] | None = None,
-                    calibration: Calibration | None = None, params: TraceParams | None = None) -> DigitizedLog:
+                    calibration: Calibration | None = None, params: TraceParams | None = None,
+                    shared: np.ndarray | None = None) -> DigitizedLog:
     """Labels (and the scan, to find tracks or depth grid lines) -> :class:`DigitizedLog`.
 
     ``tracks`` None finds them in ``gray`` (:func:`find_tracks`); a
-    ``calibration`` adds depth and value columns and enables LAS output.
+    ``calibration`` adds depth and value columns and enables LAS output;
+    ``shared``: pixels traced for both curves (see :func:`trace_curves`).
     """
     labels = np.asarray(labels)
     if gray is not None and np.asarray(gray).shape[:2] != labels.shape[:2]:
@@ -2089,7 +2100,7 @@ def digitize_labels(labels: np.ndarray, gray: np.ndarray | None = None, tracks: 
         for t in track_list:
             if t.x1 <= 0 or t.x0 >= w - 1:
                 raise ConfigError(f"track {t.x0:g}:{t.x1:g} lies outside the image (0..{w - 1})")
-    table = trace_curves(labels, track_list, params)
+    table = trace_curves(labels, track_list, params, shared=shared)
     info: dict[str, Any] = {"tracks_found_by": how, "n_tracks": len(track_list),
                             "tracks": [t.as_dict() for t in track_list]}
     depth = None
@@ -2549,14 +2560,17 @@ def digitize_file(image: str | Path, out_dir: str | Path, *, mask: str | Path | 
     from veer.io import read_scan, safe_stem
 
     scan = read_scan(image)
+    shared = None
     if mask is not None:
         labels = read_mask(mask, scan.gray.shape, name=str(mask))
     else:
         from veer.infer import get_segmenter
 
-        labels = get_segmenter(mode, device=device).segment(scan.gray).labels
+        result = get_segmenter(mode, device=device).segment(scan.gray)
+        labels, shared = result.labels, getattr(result, "shared", None)
     try:
-        log = digitize_labels(labels, gray=scan.gray, tracks=tracks, calibration=calibration, params=params)
+        log = digitize_labels(labels, gray=scan.gray, tracks=tracks, calibration=calibration, params=params,
+                              shared=shared)
     except ConfigError as exc:
         raise ConfigError(f"{image}: {exc}") from None
     stem = safe_stem(Path(str(image)).name)

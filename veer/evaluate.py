@@ -228,12 +228,13 @@ def digitize_api():
     return dz
 
 
-def digitize_scores(dz, gray: np.ndarray, labels: np.ndarray, truth) -> dict:
+def digitize_scores(dz, gray: np.ndarray, labels: np.ndarray, truth, shared: np.ndarray | None = None) -> dict:
     """Trace the curves of one label map with veer.digitize and score them.
 
     Tracks are found on the scan and its labels (``find_tracks``) as the
     ``digitize`` verb does; where that finds none, the truth tracks are used
-    and the result says so in ``tracks_from``.
+    and the result says so in ``tracks_from``. ``shared``: the segmenter's
+    pixels to trace for both curves, as the ``digitize`` verb uses them.
     """
     tracks, source = [], "scan"
     if callable(getattr(dz, "find_tracks", None)):
@@ -244,7 +245,7 @@ def digitize_scores(dz, gray: np.ndarray, labels: np.ndarray, truth) -> dict:
     if not tracks:
         tracks = [tuple(map(float, t)) for t in np.asarray(truth.tracks)]
         source = "truth"
-    table = dz.trace_curves(labels, tracks)
+    table = dz.trace_curves(labels, tracks) if shared is None else dz.trace_curves(labels, tracks, shared=shared)
     scores = dict(jsonable(dz.score_curves(truth, table)))
     scores["tracks_from"] = source
     return scores
@@ -490,7 +491,8 @@ def _run_pipeline(seg, mode: str, sample, tol: int, dz, name: str,
     score["seconds"] = seconds
     if dz is not None:
         try:
-            score["digitize"] = digitize_scores(dz, sample.gray, labels, sample.truth)
+            score["digitize"] = digitize_scores(dz, sample.gray, labels, sample.truth,
+                                                getattr(result, "shared", None))
         except Exception as exc:  # noqa: BLE001 - the optional section must never stop evaluation
             score["digitize"] = {"error": f"{name}: {type(exc).__name__}: {exc}"}
     device = getattr(result, "device", None)

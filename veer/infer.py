@@ -116,6 +116,11 @@ PROBS_DTYPES = ("float32", "float16", "uint8")
 VIEW_CHOICES = (1, 2, 4)   # as it is; and mirrored; and both upside down too
 VIEW_FLIPS = ((), (3,), (2,), (2, 3))   # the axes each view flips: none, width, height, both
 DEFAULT_CPU_WORKERS = 2  # threads that each run part of a batch through the network on CPU
+# A curve1 pixel whose curve2 probability reaches this is traced for both curves (``shared``):
+# the models' commonest confusion is a dash of curve2 labelled as the solid curve1 where the two
+# run close. On the 30 evaluation logs, tracing those pixels for curve2 too puts more of its rows
+# within 3 px (see the README's digitiser section).
+SHARED_AT = 0.1
 
 ProgressFn = Callable[[int, int], None]
 
@@ -136,6 +141,9 @@ class SegmentResult:
     the separate one; float32 unless another dtype was asked for (uint8 holds
     round(p * 255)). ``conflict`` is the stitching conflict map of the
     separate pipeline (0 agreed, 1 claimed by two or more masks, 2 by none).
+    ``shared`` (bool (H, W)) marks the curve1 pixels whose curve2
+    probability reaches :data:`SHARED_AT`; the digitiser traces them for
+    both curves (``veer.digitize.trace_curves(shared=...)``).
     """
 
     labels: np.ndarray
@@ -145,6 +153,7 @@ class SegmentResult:
     device: str
     seconds: float
     tiles: int
+    shared: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- tiling
@@ -555,13 +564,13 @@ class Segmenter:
             seconds = time.perf_counter() - t0
         if out is None:  # raised here, not inside _run, so no traceback keeps its buffers alive
             raise Cancelled("segmentation cancelled")
-        labels, probs, conflict = out
+        labels, probs, conflict, shared = out
         return SegmentResult(labels=labels, probs=probs, conflict=conflict, mode=self.mode,
-                             device=self.device_name, seconds=seconds, tiles=plan.n_tiles)
+                             device=self.device_name, seconds=seconds, tiles=plan.n_tiles, shared=shared)
 
     def _run(self, gray: np.ndarray, plan: TilePlan, progress: ProgressFn | None,
              probs_dtype: str | None, cancel: threading.Event | None):
-        """Tiles -> (labels, probs, conflict); None if ``cancel`` was set."""
+        """Tiles -> (labels, probs, conflict, shared); None if ``cancel`` was set."""
         import torch
 
         from veer.stitch import argmax3, stitch
@@ -581,6 +590,7 @@ class Segmenter:
         labels = np.empty((H, W), np.uint8)
         conflict = np.empty((H, W), np.uint8) if self.mode == "separate" else None
         probs = np.empty((3, H, W), np.dtype(probs_dtype)) if probs_dtype else None
+        shared = np.empty((H, W), bool)
         base = 0   # image row held in accumulator row 0
         used = 0   # accumulator rows touched so far
 
@@ -593,11 +603,14 @@ class Segmenter:
             if self.mode == "joint":
                 # the label needs no normalising: every class of a pixel has the same weight sum
                 a = acc[:, :n]
-                labels[rows] = argmax3(a[0], a[1], a[2]).cpu().numpy()
+                lab = argmax3(a[0], a[1], a[2])
+                labels[rows] = lab.cpu().numpy()
+                shared[rows] = ((lab == 1) & (a[2] >= SHARED_AT * wsum[:n])).cpu().numpy()
                 p_np = (a / wsum[:n]).cpu().numpy() if probs is not None else None
             else:
                 p_np = (acc[:, :n] / wsum[:n]).cpu().numpy()
                 labels[rows], conflict[rows] = stitch(p_np, self.threshold)
+                shared[rows] = (labels[rows] == 1) & (p_np[2] >= SHARED_AT)
             if probs is not None:
                 if probs.dtype == np.uint8:
                     probs[:, rows] = np.rint(np.clip(p_np, 0.0, 1.0) * 255.0)
@@ -640,7 +653,7 @@ class Segmenter:
             if progress is not None:
                 progress(done, total)
         flush(H)
-        return labels, probs, conflict
+        return labels, probs, conflict, shared
 
 
 # --------------------------------------------------------------------------- process-wide cache
