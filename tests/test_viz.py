@@ -318,3 +318,26 @@ def test_device_label_is_the_short_name():
     assert viz.device_label("CPU (2 threads), bf16") == "CPU"
     assert viz.device_label("CUDA GPU: NVIDIA H100, bf16") == "CUDA GPU"
     assert viz.device_label("Apple GPU (MPS), fp32") == "Apple GPU"
+
+
+def test_curves_plot_a_log_calibrated_track_on_a_log_axis():
+    from veer import digitize as dz
+
+    h, w = 300, 220
+    labels = np.zeros((h, w), np.uint8)
+    rows = np.arange(h)
+    labels[rows, (50 + 20 * np.sin(rows / 30.0)).astype(int)] = 1       # track 1: 10 .. 100, linear
+    labels[rows, (160 + 20 * np.cos(rows / 25.0)).astype(int)] = 1      # track 2: 0.2 .. 2000, log
+    tracks = [(10.0, 100.0), (120.0, 210.0)]
+    plain = dz.digitize_labels(labels, tracks=tracks)
+    assert viz.log_tracks(plain) == []
+    cal = dz.Calibration(depth_points=((0, 1000.0), (h - 1, 1029.9)),
+                         scales=(dz.ValueScale(10, 100), dz.ValueScale(0.2, 2000, "log")))
+    log = dz.digitize_labels(labels, tracks=tracks, calibration=cal)
+    assert viz.log_tracks(log) == [2]
+    fig = viz.curves_figure(log)
+    assert fig.layout.xaxis2.type == "log" and fig.layout.xaxis.type != "log"
+    values = np.concatenate([np.asarray(t.x, float) for t in fig.data if t.xaxis == "x2"])
+    values = values[np.isfinite(values)]
+    assert values.size > 250 and values.min() > 0, "a log axis gets positive values"
+    assert viz.curves_figure(plain).layout.xaxis2.type != "log"

@@ -622,8 +622,27 @@ def curves_frame(log) -> tuple[Any, str, str]:
     return frame, y_label, x_label
 
 
+def log_tracks(log) -> list[int]:
+    """The tracks (1-based) whose plotted values are on a logarithmic scale.
+
+    Only a calibrated log plots values; a track counts when its calibration
+    gives it a log scale.
+    """
+    cal = getattr(log, "calibration", None)
+    tracks = getattr(log, "tracks", None) or []
+    if getattr(log, "depth", None) is None or cal is None or not getattr(cal, "scales", None):
+        return []
+    out = []
+    for ti in range(len(tracks)):
+        scale = cal.scale_for(ti, len(tracks))
+        if scale is not None and scale.scale == "log":
+            out.append(ti + 1)
+    return out
+
+
 def curves_figure(log, height: int = 620):
-    """Digitised curves against depth (or row), one panel per track, in the class colours."""
+    """Digitised curves against depth (or row), one panel per track, in the class colours;
+    a track calibrated on a log scale gets a log value axis."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -640,6 +659,8 @@ def curves_figure(log, height: int = 620):
     fig.update_yaxes(autorange="reversed")
     fig.update_yaxes(title_text=y_label, row=1, col=1)
     fig.update_xaxes(nticks=4)
+    for col in log_tracks(log):
+        fig.update_xaxes(type="log", row=1, col=col)
     fig.update_xaxes(title_text=x_label, row=1, col=1)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.12))
     return fig
