@@ -179,25 +179,23 @@ def digitise_panel(scan, key: str, results: dict, truth_obj, gray_view, factor: 
         unit = f2.selectbox("Depth unit", ["ft", "m"], index=["ft", "m"].index(defaults["unit"])
                             if defaults["unit"] in ("ft", "m") else 0)
         scale_rows = defaults["scales"] if len(defaults["scales"]) == len(tracks) else []
-        scales = st.data_editor(pd.DataFrame(scale_rows or [{"left": None, "right": None, "scale": "linear"}
-                                                            for _ in tracks], columns=["left", "right", "scale"]),
+        columns = ["left", "right", "scale", "curve1", "curve2"]
+        blank = {"left": None, "right": None, "scale": "linear", "curve1": "", "curve2": ""}
+        scales = st.data_editor(pd.DataFrame(scale_rows or [blank for _ in tracks], columns=columns),
                                 num_rows="fixed", key=f"dig_scales_{key}_{len(tracks)}", width="stretch",
                                 column_config={
                                     "left": st.column_config.NumberColumn("value at left border"),
                                     "right": st.column_config.NumberColumn("value at right border"),
-                                    "scale": st.column_config.SelectboxColumn("scale", options=["linear", "log"])})
+                                    "scale": st.column_config.SelectboxColumn("scale", options=["linear", "log"]),
+                                    "curve1": st.column_config.TextColumn(
+                                        "curve1 LAS name", help="MNEM or MNEM:UNIT, e.g. GR:GAPI (default T1C1)"),
+                                    "curve2": st.column_config.TextColumn(
+                                        "curve2 LAS name", help="MNEM or MNEM:UNIT (default T1C2)")})
+        wells = st.columns(len(viz.WELL_FIELDS))
+        well = {k: col.text_input(label, key=f"dig_well_{k}") for col, (k, label) in zip(wells, viz.WELL_FIELDS)}
         st.form_submit_button("Digitise", type="primary")
     try:
-        depth_points = dz.parse_depth_points(points) if points.strip() else ()
-        value_scales = []
-        for r in scales.itertuples(index=False):
-            if pd.notna(r.left) and pd.notna(r.right):
-                value_scales.append(dz.ValueScale(float(r.left), float(r.right), str(r.scale or "linear")))
-            else:
-                value_scales.append(None)
-        if not any(v is not None for v in value_scales):
-            value_scales = []
-        cal = dz.Calibration(depth_points=tuple(depth_points), depth_unit=unit, scales=tuple(value_scales))
+        cal = viz.form_calibration(points, unit, scales.to_dict("records"), well)
         dkey = (key, mode, viz.models_signature(mode), tuple(map(tuple, rows)), repr(cal))
         log = store.get(dkey)
         if log is None:

@@ -341,3 +341,49 @@ def test_curves_plot_a_log_calibrated_track_on_a_log_axis():
     values = values[np.isfinite(values)]
     assert values.size > 250 and values.min() > 0, "a log axis gets positive values"
     assert viz.curves_figure(plain).layout.xaxis2.type != "log"
+
+
+def test_calibration_form_gives_scales_las_names_and_well_header():
+    from veer import digitize as dz
+    from veer.errors import ConfigError
+
+    rows = [{"left": 0.0, "right": 150.0, "scale": "linear", "curve1": "GR:GAPI", "curve2": float("nan")},
+            {"left": None, "right": None, "scale": "linear", "curve1": "", "curve2": None},
+            {"left": 0.2, "right": 2000.0, "scale": "log", "curve1": "ILD:OHMM", "curve2": "ILM"}]
+    cal = viz.form_calibration("0:1000, 2999:1150", "m", rows, {"WELL": "Ness 3", "UWI": " ", "COMP": None})
+    assert cal.depth_unit == "m" and len(cal.depth_points) == 2
+    assert cal.scales[0] == dz.ValueScale(0.0, 150.0) and cal.scales[1] is None
+    assert cal.scales[2] == dz.ValueScale(0.2, 2000.0, "log")
+    names = dz.curve_names(cal, 3)
+    assert [n.mnemonic for pair in names for n in pair] == ["GR", "T1C2", "T2C1", "T2C2", "ILD", "ILM"]
+    assert names[0][0].unit == "GAPI" and names[2][0].unit == "OHMM"
+    assert cal.well == (("WELL", "Ness 3"),), "blank header fields are left out"
+    # the LAS written from it carries the names and the well
+    labels = np.zeros((3000, 330), np.uint8)
+    for x in (50, 160, 270):
+        labels[:, x] = 1
+    log = dz.digitize_labels(labels, tracks=[(10, 100), (120, 210), (230, 320)], calibration=cal)
+    text = viz.las_text(log)
+    assert "Ness 3" in text and "GR" in text and "ILD" in text and ".OHMM" in text
+    # nothing given: no scales, no names, no header
+    empty = viz.form_calibration("", "ft", [{"left": None, "right": None, "scale": "linear"}], {})
+    assert empty.scales == () and empty.names == () and empty.well == () and not empty.has_depth
+    with pytest.raises(ConfigError, match="both the left and the right"):
+        viz.form_calibration("", "ft", [{"left": 1.0, "right": None, "scale": "linear"}])
+    with pytest.raises(ConfigError, match="one word"):
+        viz.form_calibration("", "ft", [{"left": None, "right": None, "curve1": "GAMMA RAY"}])
+    with pytest.raises(ConfigError):
+        viz.form_calibration("12-1000", "ft", [])
+
+
+def test_calibration_defaults_name_a_samples_curves():
+    meta = {"depth": {"top_row": 0.0, "top_depth": 5800.0, "rows_per_unit": 11.7, "unit": "ft"},
+            "tracks": [{"x0": 10, "x1": 200, "left": 0, "right": 150, "scale": "linear",
+                        "curves": [{"class": 1, "mnemonic": "GR", "unit": "GAPI"}]},
+                       {"x0": 200, "x1": 400, "left": 0.2, "right": 2000, "scale": "log",
+                        "curves": [{"class": 1, "mnemonic": "ILD", "unit": "OHMM"},
+                                   {"class": 2, "mnemonic": "ILM", "unit": "OHMM"}]}]}
+    d = viz.calibration_defaults(meta, 1000)
+    assert [(r["curve1"], r["curve2"]) for r in d["scales"]] == [("GR:GAPI", ""), ("ILD:OHMM", "ILM:OHMM")]
+    cal = viz.form_calibration(d["depth_points"], d["unit"], d["scales"])
+    assert cal.has_depth and cal.scales[1].scale == "log"

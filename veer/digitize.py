@@ -1867,6 +1867,20 @@ class CurveName:
     description: str = ""
 
 
+def parse_curve_name(text: str | None) -> CurveName:
+    """``MNEM`` or ``MNEM:UNIT`` -> :class:`CurveName` (an empty text: no name, the default is used).
+
+    A LAS mnemonic is one word: spaces, colons and dots inside it are refused.
+    """
+    mnem, _, unit = str(text or "").strip().partition(":")
+    mnem, unit = mnem.strip(), unit.strip()
+    if not mnem and unit:
+        raise ConfigError(f"curve name {text!r} has a unit but no mnemonic; write MNEM:UNIT")
+    if any(ch.isspace() or ch in ".:" for ch in mnem):
+        raise ConfigError(f"curve mnemonic {mnem!r} must be one word without spaces, dots or colons")
+    return CurveName(mnem, unit)
+
+
 def default_name(track: int, curve: int) -> CurveName:
     """T1C1, T1C2, T2C1, ...: track and curve numbers, 1-based."""
     return CurveName(f"T{track + 1}C{curve + 1}", "",
@@ -2508,10 +2522,9 @@ def calibration_from_args(args: argparse.Namespace) -> Calibration | None:
     for per_track in getattr(args, "curves", None) or []:
         pair = []
         for item in str(per_track).split(","):
-            mnem, _, unit_ = item.strip().partition(":")
-            if not mnem.strip():
+            if not item.partition(":")[0].strip():
                 raise ConfigError(f"--curves: empty curve name in {per_track!r}")
-            pair.append(CurveName(mnem.strip(), unit_.strip()))
+            pair.append(parse_curve_name(item))
         while len(pair) < 2:
             pair.append(CurveName(""))
         names.append((pair[0], pair[1]))

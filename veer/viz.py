@@ -19,6 +19,7 @@ import colorsys
 import contextlib
 import csv
 import json
+import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from veer.classes import CLASSES, CLASS_COLORS, CLASS_NAMES, CURVE1, CURVE2, IGNORE, colorize, hex_to_rgb
+from veer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -666,11 +668,52 @@ def curves_figure(log, height: int = 620):
     return fig
 
 
+WELL_FIELDS = (("WELL", "well name"), ("UWI", "unique well id (UWI)"), ("COMP", "operator"), ("FLD", "field"))
+
+
+def form_calibration(points: str, unit: str, track_rows: Sequence[Mapping], well: Mapping[str, str] | None = None):
+    """The live page's calibration form -> a ``veer.digitize.Calibration``.
+
+    ``points``: "ROW:DEPTH, ROW:DEPTH" (may be empty); ``track_rows``: one
+    mapping per track with "left", "right" (numbers or empty), "scale"
+    ("linear"/"log") and optional "curve1" / "curve2" LAS names as
+    MNEM[:UNIT]; ``well``: LAS well header items (WELL, UWI, ...), empty ones
+    left out. A track without both values keeps track fractions. Raises
+    ``ConfigError`` with a one-line message on bad input.
+    """
+    from veer import digitize as dz
+
+    def given(v) -> bool:
+        return v is not None and not (isinstance(v, float) and math.isnan(v)) and str(v).strip() != ""
+
+    depth_points = dz.parse_depth_points(points) if str(points or "").strip() else ()
+    scales, names = [], []
+    for i, row in enumerate(track_rows):
+        left, right = row.get("left"), row.get("right")
+        if given(left) and given(right):
+            scales.append(dz.ValueScale(float(left), float(right), str(row.get("scale") or "linear")))
+        elif given(left) or given(right):
+            raise ConfigError(f"track {i + 1}: give both the left and the right value, or neither")
+        else:
+            scales.append(None)
+        names.append(tuple(dz.parse_curve_name(row.get(c) if given(row.get(c)) else "")
+                           for c in ("curve1", "curve2")))
+    if not any(v is not None for v in scales):
+        scales = []
+    if not any(n.mnemonic for pair in names for n in pair):
+        names = []
+    header = tuple((k, str(v).strip()) for k, v in (well or {}).items() if given(v))
+    return dz.Calibration(depth_points=tuple(depth_points), depth_unit=unit, scales=tuple(scales),
+                          names=tuple(names), well=header)
+
+
 def calibration_defaults(meta: Mapping | None, height: int) -> dict:
     """Starting values for the calibration form: from a synthetic sample's truth, else empty.
 
     Returns {"depth_points": "ROW:DEPTH, ROW:DEPTH" or "", "unit": "ft"|"m",
-    "scales": [{"left", "right", "scale"} per track], "tracks": [(x0, x1) ...]}.
+    "scales": [{"left", "right", "scale", "curve1", "curve2"} per track],
+    "tracks": [(x0, x1) ...]}; "curve1" / "curve2" are LAS names MNEM:UNIT
+    ("" where the track has no such curve).
     """
     out: dict[str, Any] = {"depth_points": "", "unit": "ft", "scales": [], "tracks": []}
     if not meta:
@@ -683,8 +726,13 @@ def calibration_defaults(meta: Mapping | None, height: int) -> dict:
         out["unit"] = str(depth.get("unit", "ft"))
     for t in meta.get("tracks") or []:
         if isinstance(t, Mapping) and {"left", "right"} <= set(t):
-            out["scales"].append({"left": float(t["left"]), "right": float(t["right"]),
-                                  "scale": str(t.get("scale", "linear"))})
+            row = {"left": float(t["left"]), "right": float(t["right"]), "scale": str(t.get("scale", "linear")),
+                   "curve1": "", "curve2": ""}
+            for c in t.get("curves") or []:
+                if isinstance(c, Mapping) and c.get("class") in (CURVE1, CURVE2) and c.get("mnemonic"):
+                    unit = str(c.get("unit") or "")
+                    row[f"curve{c['class']}"] = str(c["mnemonic"]) + (f":{unit}" if unit else "")
+            out["scales"].append(row)
             out["tracks"].append((float(t["x0"]), float(t["x1"])))
     return out
 
