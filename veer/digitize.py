@@ -720,7 +720,7 @@ class TraceParams:
     hidden_max: int = 3000       # rows a curve may run hidden under the other (_bridge_hidden; 0: off)
     hidden_tol: float = 10.0     # px from the other curve at both ends of such a stretch
     hidden_cover: float = 0.8    # share of the stretch's rows the other curve must ink
-    offscale_rows: float = 300.0 # rows off scale that outweigh one doubtful wrap step (_settle_wraps; 0: off)
+    offscale_rows: float = 200.0 # rows off scale that outweigh one doubtful wrap step (_settle_wraps; 0: off)
     wrap_doubt: float = 1.0      # cost of re-deciding one wrap step (_settle_wraps)
 
 
