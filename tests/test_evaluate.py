@@ -488,3 +488,82 @@ def test_real_segmenters_wiring_with_untrained_weights(tmp_path):
         assert p["seconds"] > 0
     c = report["pipelines"]["separate"]["conflicts"]
     assert c["pixels"] == 384 * 320 and c["agreed"] + c["conflict"] + c["gap"] == c["pixels"]
+
+
+class SharedFake(FakeSegmenter):
+    """A fake with pixels in doubt and a known run time, as the real segmenter gives."""
+
+    cards = [{"sha256": "aaaa"}]
+    views = 2
+
+    def segment(self, gray, **kw):
+        out = super().segment(gray, **kw)
+        out.shared = out.labels == 1
+        out.shared[:, :5] = False
+        out.seconds = 0.25
+        return out
+
+
+def test_kept_labels_are_reused_and_score_the_same(data_dir, tmp_path):
+    """--labels: a second run reads the labels back instead of running the models, and
+    the report (figures, pixels in doubt, conflicts) does not change."""
+    keep = tmp_path / "labels"
+    segs = {m: SharedFake(m, shift=1, conflict_rows=[(3, 1)]) for m in ("joint", "separate")}
+    first = evaluate.evaluate_folder(data_dir, segmenters=segs, labels_dir=keep)
+    assert first["labels_cache"] == {"dir": str(keep), "reused": 0, "computed": 4}
+    assert len(list(keep.glob("*.npz"))) == 4 and not list(keep.glob("*.part"))
+
+    again = {m: SharedFake(m, shift=1, conflict_rows=[(3, 1)]) for m in ("joint", "separate")}
+    second = evaluate.evaluate_folder(data_dir, segmenters=again, labels_dir=keep)
+    assert again["joint"].calls == 0 and again["separate"].calls == 0
+    assert second["labels_cache"]["reused"] == 4 and second["labels_cache"]["computed"] == 0
+    for mode in ("joint", "separate"):
+        assert second["pipelines"][mode]["per_class"] == first["pipelines"][mode]["per_class"]
+    assert second["pipelines"]["separate"]["conflicts"] == first["pipelines"]["separate"]["conflicts"]
+    # the stored seconds are those of the run that made the labels, not of reading them
+    assert second["timing"]["joint_seconds"] == pytest.approx(first["timing"]["joint_seconds"])
+
+    # what came back is what went in, pixels in doubt included
+    cache = evaluate.LabelCache(SharedFake("joint"), "joint", keep)
+    gray = np.full((40, 30), 255, np.uint8)
+    gray[:, 12] = C1_INK
+    made = cache.segment(gray)
+    back = evaluate.LabelCache(SharedFake("joint"), "joint", keep).segment(gray)
+    assert back.cached and np.array_equal(back.labels, made.labels)
+    assert np.array_equal(back.shared, made.shared) and back.shared.any()
+
+
+def test_kept_labels_are_not_reused_for_other_weights_or_views(data_dir, tmp_path):
+    keep = tmp_path / "labels"
+    evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": SharedFake("joint")},
+                             labels_dir=keep)
+
+    other_weights = SharedFake("joint")
+    other_weights.cards = [{"sha256": "bbbb"}]
+    report = evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": other_weights},
+                                      labels_dir=keep)
+    assert other_weights.calls == 2 and report["labels_cache"]["computed"] == 2
+
+    one_view = SharedFake("joint")
+    one_view.views = 1
+    evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": one_view}, labels_dir=keep)
+    assert one_view.calls == 2
+
+
+def test_a_damaged_kept_label_file_is_computed_again(data_dir, tmp_path):
+    keep = tmp_path / "labels"
+    evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": SharedFake("joint")},
+                             labels_dir=keep)
+    for f in keep.glob("*.npz"):
+        f.write_bytes(b"not an npz")
+    seg = SharedFake("joint")
+    report = evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": seg}, labels_dir=keep)
+    assert seg.calls == 2 and report["pipelines"]["joint"]["per_class"]["curve1"]["f1"] == 1.0
+
+
+def test_a_labels_folder_that_cannot_be_made_is_one_clear_error(data_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(evaluate.ConfigError, match="--labels"):
+        evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": SharedFake("joint")},
+                                 labels_dir=blocker / "sub")

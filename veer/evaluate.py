@@ -296,7 +296,7 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
                     tol: int = TOLERANCE_PX, digitize: bool = True,
                     cancel: threading.Event | None = None,
                     keep_partial_on_interrupt: bool = False, truth_curves: bool = False,
-                    flip: bool = True, views: int | None = None) -> dict:
+                    flip: bool = True, views: int | None = None, labels_dir=None) -> dict:
     """Evaluate ``modes`` on every sample with truth in ``data_dir``; return the report.
 
     ``progress(done, total, text)`` is called after each (sample, pipeline)
@@ -305,7 +305,9 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
     mirror view, or 1 when ``flip`` is False).
     ``limit`` takes the first K samples. Setting ``cancel`` stops after the
     current step; the report then covers the samples finished so far and has
-    ``"complete": False``.
+    ``"complete": False``. With ``labels_dir`` each pipeline's labels are kept
+    there and reused on a later run with the same weights and settings (see
+    :class:`LabelCache`).
 
     A sample whose scan or truth cannot be read, or that a pipeline fails on
     (a :class:`VeerError` or MemoryError), is reported in its row with
@@ -336,6 +338,10 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
         if mode not in segs:
             segs[mode] = get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views)
     views = {m: int(getattr(segs[m], "views", 1)) for m in modes}
+    caches = {}
+    if labels_dir is not None:
+        caches = {m: LabelCache(segs[m], m, labels_dir) for m in modes}
+        segs.update(caches)
     dz = digitize_api() if digitize else None
 
     totals = {m: _PipelineTotals(m, tol) for m in modes}
@@ -437,6 +443,8 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
         },
         "pipelines": {m: totals[m].report(dz) for m in modes},
         "digitize_available": dz is not None,
+        "labels_cache": ({"dir": str(labels_dir), "reused": sum(c.reused for c in caches.values()),
+                          "computed": sum(c.computed for c in caches.values())} if caches else None),
         "digitize_truth": (_aggregate_digitize(truth_rows, truth_errors, dz)
                            if truth_rows or truth_errors else None),
         "samples": rows,
@@ -476,6 +484,108 @@ def _read_sample(path: Path) -> tuple[dict, Any]:
     return row, SimpleNamespace(truth=truth, mask=mask, gray=scan.gray)
 
 
+class LabelCache:
+    """A segmenter that keeps its labels on disk and reuses them.
+
+    Wraps ``seg`` (anything with ``segment(gray)``) for one pipeline. Each
+    result is stored in ``folder`` as ``<scan digest>.<mode>.npz``: the label
+    map, the pixels in doubt (``shared``), the conflict map of the separate
+    pipeline, the seconds the segmentation took and the device it ran on. A
+    stored result is reused only when its key matches: the pipeline, the
+    weights' sha256 (from the model cards), the views, tile and overlap. So
+    changing the weights or the settings recomputes it, and digitiser work can
+    be rescored in seconds instead of rerunning the models.
+
+    The reused result reports the seconds of the run that made it, so the
+    report's speed figures stay those of the models. ``reused`` and
+    ``computed`` count what happened.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, seg, mode: str, folder) -> None:
+        self.seg, self.mode = seg, mode
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--labels {self.folder}: cannot create the folder ({exc.strerror or exc})") from None
+        self.views = getattr(seg, "views", 1)
+        self.key = json.dumps({
+            "format": self.FORMAT, "mode": mode,
+            "weights": [str(c.get("sha256", "")) for c in (getattr(seg, "cards", None) or [])],
+            "views": int(getattr(seg, "views", 1) or 1),
+            "tile": list(getattr(seg, "tile", ()) or ()),
+            "overlap": getattr(seg, "overlap", None),
+            "kind": type(seg).__name__,
+        }, sort_keys=True)
+        self.reused = 0
+        self.computed = 0
+
+    def _path(self, gray: np.ndarray) -> Path:
+        import hashlib
+
+        arr = np.ascontiguousarray(gray)
+        h = hashlib.sha256(f"{arr.shape}{arr.dtype}".encode())
+        h.update(arr.tobytes())
+        return self.folder / f"{h.hexdigest()[:24]}.{self.mode}.npz"
+
+    def _load(self, path: Path, shape: tuple[int, ...]):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) != self.key:
+                    return None
+                labels = z["labels"]
+                if labels.shape != shape:
+                    return None
+                shared = np.unpackbits(z["shared"])[:labels.size].reshape(shape).astype(bool) \
+                    if z["has_shared"] else None
+                conflict = z["conflict"] if z["has_conflict"] else None
+                return SimpleNamespace(labels=labels, probs=None, conflict=conflict, mode=self.mode,
+                                       device=str(z["device"]), seconds=float(z["seconds"]),
+                                       tiles=int(z["tiles"]), shared=shared, cached=True,
+                                       model_seconds=float(z["seconds"]))
+        except (OSError, ValueError, KeyError, EOFError):
+            return None  # unreadable or from another veer: computed again and overwritten
+
+    def segment(self, gray, **kwargs):
+        gray = np.asarray(gray)
+        path = self._path(gray)
+        if path.is_file():
+            hit = self._load(path, gray.shape[:2])
+            if hit is not None:
+                self.reused += 1
+                return hit
+        t0 = time.perf_counter()
+        result = self.seg.segment(gray, **kwargs)
+        seconds = time.perf_counter() - t0
+        labels = np.asarray(result.labels, dtype=np.uint8)
+        shared = getattr(result, "shared", None)
+        conflict = getattr(result, "conflict", None)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(
+                    fh, key=np.array(self.key), labels=labels,
+                    has_shared=np.array(shared is not None),
+                    shared=np.packbits(np.asarray(shared, bool)) if shared is not None else np.zeros(0, np.uint8),
+                    has_conflict=np.array(conflict is not None),
+                    conflict=np.asarray(conflict, np.uint8) if conflict is not None else np.zeros(0, np.uint8),
+                    device=np.array(str(getattr(result, "device", ""))),
+                    seconds=np.array(seconds),
+                    tiles=np.array(int(getattr(result, "tiles", 0) or 0)))
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConfigError(f"--labels {self.folder}: cannot write {path.name} ({exc.strerror or exc})") from None
+        self.computed += 1
+        try:
+            result.model_seconds = seconds  # the model's time, without writing the file
+        except AttributeError:
+            pass
+        return result
+
+
 def _run_pipeline(seg, mode: str, sample, tol: int, dz, name: str,
                   cancel: threading.Event | None = None) -> tuple[dict, str | None]:
     """Segment one sample with one pipeline and score it (and its curves, if possible)."""
@@ -485,6 +595,8 @@ def _run_pipeline(seg, mode: str, sample, tol: int, dz, name: str,
     else:
         result = seg.segment(sample.gray)
     seconds = time.perf_counter() - t0
+    if getattr(result, "model_seconds", None) is not None:
+        seconds = float(result.model_seconds)  # kept labels: the run that made them
     labels = np.asarray(result.labels)
     conflict = getattr(result, "conflict", None) if mode == "separate" else None
     score = score_prediction(sample.mask, labels, conflict, tol)
@@ -699,6 +811,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-digitize", action="store_true", help="skip the curve-digitisation scores")
     parser.add_argument("--truth-curves", action="store_true",
                         help="also trace the truth masks (the digitiser's own error, as pipeline truth_mask)")
+    parser.add_argument("--labels", default=None, metavar="DIR",
+                        help="keep each pipeline's labels in DIR and reuse them on later runs with the same "
+                             "weights and settings (rescoring the digitiser takes seconds, not a model run)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -739,7 +854,7 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate_folder(data_dir, modes, device=args.device, progress=progress,
                                  limit=args.limit, segmenters=segmenters, tol=args.tol,
                                  digitize=not args.no_digitize, keep_partial_on_interrupt=True,
-                                 truth_curves=args.truth_curves)
+                                 truth_curves=args.truth_curves, labels_dir=args.labels)
     if generated:
         report["data"]["generated"] = generated
     out = Path(args.out) if args.out else data_dir / "evaluation.json"
@@ -749,5 +864,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ninterrupted: the report at {out} covers the {report['data']['samples_scored']} "
               f"sample(s) finished before the stop")
         return 130
+    cache = report.get("labels_cache")
+    if cache:
+        print(f"\nlabels in {cache['dir']}: {cache['reused']} reused, {cache['computed']} computed "
+              f"(a reused result's seconds are those of the run that made it)")
     print(f"\nreport written to {out}")
     return 0
