@@ -833,3 +833,43 @@ def test_a_track_holding_two_curves_of_one_class_side_by_side_is_split():
     one = _curve_labels(h, 400, [(1, lambda r: 100 + 30 * np.sin(r / 50.0)),
                                  (2, lambda r: 300 + 30 * np.cos(r / 50.0))])
     assert [(t.x0, t.x1) for t in _split_doubled([Track(0, 400)], one, lines, peaks)] == [(0, 400)]
+
+
+def _hidden_step_labels(dash_rows: int = 12) -> np.ndarray:
+    """curve2 runs down x=150, steps left to x=100 under curve1's horizontal stroke,
+    shows one short dash there and steps back under a second stroke, while curve1
+    runs down x=150 between its two strokes: the dash is curve2's only ink at x=100."""
+    lab = np.zeros((220, 200), np.uint8)
+    lab[0:80, 149:152] = 2
+    lab[140:220, 149:152] = 2
+    top = 100 - dash_rows // 2
+    lab[top:top + dash_rows, 99:102] = 2
+    lab[0:85, 39:42] = 1
+    lab[84:87, 40:152] = 1
+    lab[86:126, 149:152] = 1
+    lab[124:127, 40:152] = 1
+    lab[126:220, 39:42] = 1
+    return lab
+
+
+def test_a_step_hidden_under_the_other_curve_is_followed_to_its_dash():
+    """A model labels the pixels of a step that runs under the other curve's stroke as
+    the other curve. The dash beyond it is still this curve: the link to it costs
+    little where the other curve inks the whole gap, so the trace goes there."""
+    lab = _hidden_step_labels()
+    rows = np.arange(96, 105)
+    table = dz.trace_curves(lab, [(0, 199)])
+    x2 = table["curve2_x"].to_numpy()
+    assert np.all(np.abs(x2[rows] - 100) <= 1.5)
+    assert np.all(np.abs(x2[[40, 180]] - 150) <= 1.5)  # the rest of the trace is where it was
+    # without the rule the trace bridges straight down past the dash, along curve1
+    old = dz.trace_curves(lab, [(0, 199)], dz.TraceParams(hidden_link=1.0))
+    assert np.all(np.abs(old["curve2_x"].to_numpy()[rows] - 150) <= 1.5)
+
+
+def test_a_gap_the_other_curve_does_not_cover_is_not_a_hidden_step():
+    lab = _hidden_step_labels()
+    lab[84:87, 60:130] = 0  # the strokes no longer span the gap between the pieces
+    lab[124:127, 60:130] = 0
+    x2 = dz.trace_curves(lab, [(0, 199)])["curve2_x"].to_numpy()
+    assert np.all(np.abs(x2[96:105] - 150) <= 1.5)

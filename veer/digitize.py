@@ -722,6 +722,7 @@ class TraceParams:
     hidden_cover: float = 0.8    # share of the stretch's rows the other curve must ink
     offscale_rows: float = 200.0 # rows off scale that outweigh one doubtful wrap step (_settle_wraps; 0: off)
     wrap_doubt: float = 1.0      # cost of re-deciding one wrap step (_settle_wraps)
+    hidden_link: float = 0.2     # misfit cost factor of a link whose gap the other curve inks (1: off)
 
 
 def _row_runs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -808,13 +809,29 @@ def _most_rows_wrap(wraps: Sequence[int], rows: Sequence[int]) -> int:
     return max(sorted(rows_at), key=lambda k: (rows_at[k], -abs(k))) if rows_at else 0
 
 
+def _hidden_gap(other: np.ndarray, r0: int, r1: int, a: float, b: float, cover: float = 0.8) -> bool:
+    """Whether the other curve inks at least ``cover`` of the columns a..b (band
+    columns, exclusive) somewhere in rows r0..r1: a step of this curve drawn
+    under the other's stroke, where a model labels this curve's pixels as the other's."""
+    c0, c1 = int(math.ceil(a)), int(math.floor(b)) + 1
+    c0, c1 = max(c0, 0), min(c1, other.shape[1])
+    r0, r1 = max(int(r0), 0), min(int(r1) + 1, other.shape[0])
+    if c1 - c0 < 2 or r1 <= r0:
+        return False
+    return float(other[r0:r1, c0:c1].any(axis=0).mean()) >= cover
+
+
 def _chain(p: _Pieces, width: float, prm: TraceParams,
-           edges: tuple[float, float] | None = None) -> list[tuple[int, int, int]]:
+           edges: tuple[float, float] | None = None,
+           other: np.ndarray | None = None) -> list[tuple[int, int, int]]:
     """Best chain of pieces top to bottom: [(piece, wraps, segment)], see the module docstring.
 
     ``edges``: the track's borders in band columns; a piece that leaves at one
     border may be continued by one entering at the other even when their rows
     overlap a lot (a wrap drawn while the trace runs near-horizontally).
+    ``other``: the other curve's ink in the band; a link across a horizontal
+    gap that this ink covers (a step hidden under the other curve's stroke)
+    costs ``prm.hidden_link`` of its misfit.
     """
     n = p.top.size
     lo_e, hi_e = edges if edges is not None else (-math.inf, math.inf)
@@ -860,6 +877,10 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
             dist, k = min((min(_interval_gap(ai + drift, bi + drift, a_top[j] + sh, b_top[j] + sh),
                                _interval_gap(ai, bi, a_top[j] + sh, b_top[j] + sh)), kk)
                           for kk, sh in zip((-1, 0, 1), shifts))
+            if other is not None and k == 0 and dist > 3.0 and prm.hidden_link < 1.0:
+                gap = (bi, a_top[j]) if bi < a_top[j] else (b_top[j], ai)
+                if _hidden_gap(other, min(bot[i], tj) - 2, max(bot[i], tj) + 2, gap[0] + 1, gap[1] - 1):
+                    dist *= prm.hidden_link
             if dist > prm.join_tol + prm.max_slope * (steps - 1):
                 continue
             gain = bot[j] - max(bot[i], tj - 1)
@@ -1259,11 +1280,12 @@ def _resolve_sweeps(m: np.ndarray, rows: np.ndarray, c: np.ndarray, wr: np.ndarr
 
 
 def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                other: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Trace one curve in one track band (rows x band columns) -> (x, xu, inked) per row.
 
     x, xu: NaN where there is no curve; inked: the row's position comes from
-    the curve's own ink (False on rows bridged by interpolation).
+    the curve's own ink (False on rows bridged by interpolation). ``other``:
+    the other curve's ink in the band (see :func:`_chain`).
     """
     from scipy import ndimage
 
@@ -1283,7 +1305,7 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
         return x, xu, inked
     width = track.width
     mid = (h - 1) / 2.0
-    chain = _chain(p, width, prm, (float(track.left(mid)) - col0, float(track.right(mid)) - col0))
+    chain = _chain(p, width, prm, (float(track.left(mid)) - col0, float(track.right(mid)) - col0), other)
     n = p.top.size
     chosen = np.zeros(n + 1, bool)
     wrap_lut = np.zeros(n + 1, np.int64)
@@ -1660,10 +1682,13 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
                 continue
             band = labels[:, c0:c1]
             m = (band == CURVE_CLASSES[name]) | (band == IGNORE)
+            other = np.isin(band, [c for c in CURVE_CLASSES.values() if c != CURVE_CLASSES[name]])
             if t.slope != 0.0 or c0 > lo.min() or c1 < hi.max():
                 cc = np.arange(c0, c1)[None, :]
-                m &= (cc >= lo[:, None]) & (cc <= hi[:, None])
-            xs[name] = _trace_band(m, c0, t, prm)
+                inside = (cc >= lo[:, None]) & (cc <= hi[:, None])
+                m &= inside
+                other &= inside
+            xs[name] = _trace_band(m, c0, t, prm, other)
             if progress is not None:
                 progress()
         if prm.hidden_max > 0:
