@@ -873,3 +873,18 @@ def test_a_gap_the_other_curve_does_not_cover_is_not_a_hidden_step():
     lab[124:127, 60:130] = 0
     x2 = dz.trace_curves(lab, [(0, 199)])["curve2_x"].to_numpy()
     assert np.all(np.abs(x2[96:105] - 150) <= 1.5)
+
+
+def test_bits_of_the_other_curve_labelled_as_this_one_are_not_chained_as_hidden_steps():
+    """A track with curve1 alone, whose wiggles a model speckles with curve2 labels: the
+    specks lie on curve1's ink, so no link between them counts as a hidden step, and
+    they do not become a long curve2 trace."""
+    lab = np.zeros((150, 200), np.uint8)
+    for k, y in enumerate(range(0, 150, 30)):
+        x = 30 + 35 * k  # a staircase: down 30 rows, across 35 px under a horizontal stroke
+        lab[y:y + 30, x - 1:x + 2] = 1
+        lab[y + 28:y + 31, x - 1:x + 37] = 1
+        lab[y + 2:y + 6, x - 1:x + 2] = 2
+        lab[y + 24:y + 28, x - 1:x + 2] = 2
+    x2 = dz.trace_curves(lab, [(0, 199)])["curve2_x"].to_numpy()
+    assert np.isfinite(x2).sum() <= 30  # one step's specks at most, not the whole staircase

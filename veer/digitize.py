@@ -810,15 +810,20 @@ def _most_rows_wrap(wraps: Sequence[int], rows: Sequence[int]) -> int:
 
 
 def _hidden_gap(other: np.ndarray, r0: int, r1: int, a: float, b: float, cover: float = 0.8) -> bool:
-    """Whether the other curve inks at least ``cover`` of the columns a..b (band
-    columns, exclusive) somewhere in rows r0..r1: a step of this curve drawn
-    under the other's stroke, where a model labels this curve's pixels as the other's."""
+    """Whether a near-horizontal stroke of the other curve inks at least ``cover``
+    of the columns a..b (band columns) within three consecutive rows somewhere in
+    rows r0..r1: a step of this curve drawn under the other's stroke, where a
+    model labels this curve's pixels as the other's. (A sloping stretch of the
+    other curve does not count: junk pieces of this class along it are no step.)"""
     c0, c1 = int(math.ceil(a)), int(math.floor(b)) + 1
     c0, c1 = max(c0, 0), min(c1, other.shape[1])
     r0, r1 = max(int(r0), 0), min(int(r1) + 1, other.shape[0])
     if c1 - c0 < 2 or r1 <= r0:
         return False
-    return float(other[r0:r1, c0:c1].any(axis=0).mean()) >= cover
+    win = other[r0:r1, c0:c1]
+    if win.shape[0] >= 3:
+        win = win[:-2] | win[1:-1] | win[2:]
+    return float(win.mean(axis=1).max()) >= cover
 
 
 def _chain(p: _Pieces, width: float, prm: TraceParams,
@@ -830,8 +835,11 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
     border may be continued by one entering at the other even when their rows
     overlap a lot (a wrap drawn while the trace runs near-horizontally).
     ``other``: the other curve's ink in the band; a link across a horizontal
-    gap that this ink covers (a step hidden under the other curve's stroke)
-    costs ``prm.hidden_link`` of its misfit.
+    gap that a near-horizontal stroke of this ink covers (a step hidden under
+    the other curve's stroke) costs ``prm.hidden_link`` of its misfit, and may
+    reach that much farther, when at least one of the two pieces lies mostly
+    off the other curve's ink (specks of this class on the other curve are
+    bits of that curve, not steps of this one).
     """
     n = p.top.size
     lo_e, hi_e = edges if edges is not None else (-math.inf, math.inf)
@@ -848,6 +856,17 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
     closed: list[tuple[int, int]] = []       # heap of (bot, piece) of scored pieces
     best_closed, best_closed_i = -math.inf, -1
     shifts = (-width, 0.0, width)
+    free = None
+    if other is not None and prm.hidden_link < 1.0 and other.any():
+        # pieces lying mostly off the other curve's ink (not bits of it in this class)
+        from scipy import ndimage
+
+        near_other = ndimage.binary_dilation(other, structure=np.ones((5, 5), bool))
+        own = p.lab > 0
+        idx = np.arange(1, n + 1)
+        tot = ndimage.sum_labels(own, p.lab, idx)
+        off = ndimage.sum_labels(own & ~near_other, p.lab, idx)
+        free = (off >= 0.5 * np.maximum(tot, 1)).tolist()
     for j in order.tolist():
         tj = top[j]
         # a break may follow a piece that ends up to max_overlap rows below this one's top
@@ -877,7 +896,7 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
             dist, k = min((min(_interval_gap(ai + drift, bi + drift, a_top[j] + sh, b_top[j] + sh),
                                _interval_gap(ai, bi, a_top[j] + sh, b_top[j] + sh)), kk)
                           for kk, sh in zip((-1, 0, 1), shifts))
-            if other is not None and k == 0 and dist > 3.0 and prm.hidden_link < 1.0:
+            if free is not None and k == 0 and dist > 3.0 and (free[i] or free[j]) and prm.hidden_link < 1.0:
                 gap = (bi, a_top[j]) if bi < a_top[j] else (b_top[j], ai)
                 if _hidden_gap(other, min(bot[i], tj) - 2, max(bot[i], tj) + 2, gap[0] + 1, gap[1] - 1):
                     dist *= prm.hidden_link
