@@ -888,3 +888,34 @@ def test_bits_of_the_other_curve_labelled_as_this_one_are_not_chained_as_hidden_
         lab[y + 24:y + 28, x - 1:x + 2] = 2
     x2 = dz.trace_curves(lab, [(0, 199)])["curve2_x"].to_numpy()
     assert np.isfinite(x2).sum() <= 30  # one step's specks at most, not the whole staircase
+
+
+def _line(lab: np.ndarray, pts, value: int, hw: int = 1) -> None:
+    for (y0, x0), (y1, x1) in zip(pts[:-1], pts[1:]):
+        for y in range(y0, y1 + 1):
+            x = int(round(x0 + (y - y0) / max(y1 - y0, 1) * (x1 - x0)))
+            lab[y, max(0, x - hw):x + hw + 1] = value
+
+
+@pytest.mark.parametrize("hidden", [True, False])
+def test_a_sweep_hidden_under_the_other_curves_sweep_takes_its_wrap(hidden):
+    """Both curves run off the right edge at the same rows and re-enter at the left; the
+    dashed curve's sweep lies under the solid one's, so a model labels it all as the solid
+    curve. The dashed curve leaves its last ink heading for the edge and comes back on the
+    other side of the solid curve's wrap: it takes that wrap. Without the solid curve's
+    sweep there (a plain gap) it does not."""
+    lab = np.zeros((220, 200), np.uint8)
+    _line(lab, [(0, 100), (99, 100)], 1)
+    if hidden:
+        lab[100:105, 100:200] = 1
+        lab[105:110, 0:61] = 1
+    _line(lab, [(110, 60), (219, 60)], 1)
+    _line(lab, [(0, 130), (94, 130), (99, 150)], 2)
+    _line(lab, [(110, 62), (114, 82), (219, 82)], 2)
+    table = dz.trace_curves(lab, [(0, 199)])
+    wraps = ((table["curve2_xu"] - table["curve2_x"]) / 199).round().to_numpy()
+    assert table["curve2_x"].to_numpy()[150] == pytest.approx(82, abs=1.5)
+    assert wraps[150] - wraps[50] == (1 if hidden else 0)
+    if hidden:  # the rule is what takes it: off, the trace links the two ends directly
+        old = dz.trace_curves(lab, [(0, 199)], dz.TraceParams(hidden_sweep=0))
+        assert ((old["curve2_xu"] - old["curve2_x"]) / 199).round().to_numpy()[[50, 150]].tolist() == [0, 0]

@@ -723,6 +723,8 @@ class TraceParams:
     offscale_rows: float = 200.0 # rows off scale that outweigh one doubtful wrap step (_settle_wraps; 0: off)
     wrap_doubt: float = 1.0      # cost of re-deciding one wrap step (_settle_wraps)
     hidden_link: float = 0.2     # misfit cost factor of a link whose gap the other curve inks (1: off)
+    hidden_sweep: int = 30       # rows of a gap across which this curve may share the other's wrap (0: off)
+    sweep_slope: float = 4.0     # px per row this curve must move toward that wrap at the gap
 
 
 def _row_runs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1546,6 +1548,69 @@ def _bridge_hidden(own: tuple[np.ndarray, np.ndarray, np.ndarray],
     return x, xu, inked
 
 
+def _follow_hidden_sweep(own: tuple[np.ndarray, np.ndarray, np.ndarray],
+                         other: tuple[np.ndarray, np.ndarray, np.ndarray], other_ink: np.ndarray,
+                         col0: int, track: Track, prm: TraceParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Take the other curve's wrap where this curve's sweep ran hidden under the other's.
+
+    At a bed boundary both curves may run off scale at the same rows, each
+    sweeping across the whole track; where the two sweeps coincide, a model
+    labels them as the other curve, so this curve's ink has a short gap there
+    and its chain links the two ends directly, without the wrap. Such a gap
+    (at most ``prm.hidden_sweep`` rows) is given the other curve's wrap step
+    when the other curve's wrap count changes by one inside it, this curve's
+    does not, both of its ends lie on the other curve's ink (``other_ink``,
+    band columns from ``col0``) and it leaves the gap or enters it moving
+    toward that wrap at ``prm.sweep_slope`` px per row or faster. The gap is
+    filled with the other curve's positions; later rows shift by the step.
+    """
+    x, xu, inked = (a.copy() for a in own)
+    ox, oxu, oinked = other
+    rows = np.flatnonzero(inked & np.isfinite(xu))
+    if prm.hidden_sweep <= 0 or rows.size < 4 or not oinked.any():
+        return x, xu, inked
+    width = track.width
+    h, bw = other_ink.shape
+
+    def touches(r: int) -> bool:
+        c = int(round(x[r])) - col0
+        return 0 <= c < bw and bool(other_ink[max(r - 1, 0):r + 2, max(c - 3, 0):c + 4].any())
+
+    d = np.diff(rows)
+    for gi in np.flatnonzero((d > 1) & (d <= prm.hidden_sweep + 1)).tolist():
+        r0, r1 = int(rows[gi]), int(rows[gi + 1])
+        span = np.arange(r0, r1 + 1)
+        # the other curve's wrap count just before and just after (a sweep's rows may flicker)
+        pre = np.arange(max(r0 - 5, 0), r0 + 1)
+        post = np.arange(r1, min(r1 + 6, xu.size))
+        pre = pre[np.isfinite(ox[pre]) & np.isfinite(oxu[pre])]
+        post = post[np.isfinite(ox[post]) & np.isfinite(oxu[post])]
+        if pre.size < 2 or post.size < 2:
+            continue
+        step = int(np.round(np.median(_wraps(ox[post], oxu[post], width)))
+                   - np.round(np.median(_wraps(ox[pre], oxu[pre], width))))
+        if abs(step) != 1:
+            continue
+        if _wraps(x[r1], xu[r1], width) != _wraps(x[r0], xu[r0], width):
+            continue
+        if not (touches(r0) and touches(r1)):
+            continue
+        before = rows[max(gi - 3, 0):gi + 1]
+        after = rows[gi + 1:gi + 5]
+        s_out = (x[before[-1]] - x[before[0]]) / max(before[-1] - before[0], 1) if before.size > 1 else 0.0
+        s_in = (x[after[-1]] - x[after[0]]) / max(after[-1] - after[0], 1) if after.size > 1 else 0.0
+        if max(step * s_out, step * s_in) < prm.sweep_slope:
+            continue
+        later = np.arange(r1, xu.size)
+        xu[later] += step * width
+        mid = span[1:-1]
+        good = mid[np.isfinite(ox[mid]) & np.isfinite(oxu[mid])]
+        x[good] = ox[good]
+        xu[good] = ox[good] + (_wraps(x[r0], xu[r0], width) + _wraps(ox[good], oxu[good], width)
+                               - _wraps(ox[r0], oxu[r0], width)) * width
+    return x, xu, inked
+
+
 def _row_centres(a: np.ndarray, b: np.ndarray, A: np.ndarray, B: np.ndarray, hw: float) -> np.ndarray:
     """First estimate of where the pen path crosses each row (unwrapped x).
 
@@ -1695,6 +1760,7 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
         c1 = int(min(w, math.ceil(hi.max()) + 1))
         cols = {"row": rows, "track": np.full(h, ti)}
         xs: dict[str, np.ndarray] = {}
+        inks: dict[str, np.ndarray] = {}
         for name in CURVES:
             if c1 <= c0:
                 xs[name] = (np.full(h, np.nan), np.full(h, np.nan))
@@ -1708,12 +1774,17 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
                 m &= inside
                 other &= inside
             xs[name] = _trace_band(m, c0, t, prm, other)
+            inks[name] = m
             if progress is not None:
                 progress()
         if prm.hidden_max > 0:
             both = dict(xs)
             for name, other in zip(CURVES, reversed(CURVES)):
                 xs[name] = _bridge_hidden(both[name], both[other], t, prm)
+        if prm.hidden_sweep > 0 and len(inks) == len(CURVES):
+            both = dict(xs)
+            for name, other in zip(CURVES, reversed(CURVES)):
+                xs[name] = _follow_hidden_sweep(both[name], both[other], inks[other], c0, t, prm)
         if prm.offscale_rows > 0:
             for name in CURVES:
                 x_, xu_, ink_ = xs[name]
