@@ -567,3 +567,19 @@ def test_a_labels_folder_that_cannot_be_made_is_one_clear_error(data_dir, tmp_pa
     with pytest.raises(evaluate.ConfigError, match="--labels"):
         evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": SharedFake("joint")},
                                  labels_dir=blocker / "sub")
+
+
+def test_cli_keeps_labels_and_says_what_it_reused(data_dir, tmp_path, monkeypatch, capsys):
+    segs = {m: SharedFake(m) for m in ("joint", "separate")}
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None: segs[mode])
+    keep = tmp_path / "keep"
+    assert main(["evaluate", "--data", str(data_dir), "--labels", str(keep), "--no-digitize"]) == 0
+    assert "0 reused, 4 computed" in capsys.readouterr().out
+    assert main(["evaluate", "--data", str(data_dir), "--labels", str(keep), "--no-digitize"]) == 0
+    assert "4 reused, 0 computed" in capsys.readouterr().out
+    assert segs["joint"].calls == 2 and segs["separate"].calls == 2  # the first run only
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["evaluate", "--data", str(data_dir), "--labels", str(blocker / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert "--labels" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,7 +1,10 @@
 """Score the joint and the separate pipeline on a folder of logs with truth.
 
 ``python -m veer evaluate --data DIR [--n N --seed S] [--out report.json]
-[--mode both|joint|separate] [--device auto|cpu|cuda] [--limit K]``
+[--mode both|joint|separate] [--device auto|cpu|cuda] [--limit K] [--labels KEEP]``
+
+With ``--labels KEEP`` each pipeline's labels are kept in KEEP and reused on
+a later run with the same weights and settings (:class:`LabelCache`).
 
 For every scan in DIR that has truth beside it (``<stem>.mask.png``, written
 by ``python -m veer synth``), each pipeline segments the scan and is scored
@@ -813,7 +816,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also trace the truth masks (the digitiser's own error, as pipeline truth_mask)")
     parser.add_argument("--labels", default=None, metavar="DIR",
                         help="keep each pipeline's labels in DIR and reuse them on later runs with the same "
-                             "weights and settings (rescoring the digitiser takes seconds, not a model run)")
+                             "weights and settings (a digitiser change is rescored without running the models)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -846,6 +849,11 @@ def run(args: argparse.Namespace) -> int:
     segmenters = {m: get_segmenter(m, device=args.device, models_dir=args.models, views=args.views)
                   for m in modes}
 
+    if args.labels:
+        try:
+            Path(args.labels).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--labels {args.labels}: cannot create the folder ({exc.strerror or exc})") from None
     with tqdm(desc="evaluating", unit="step", file=sys.stderr) as bar:
         def progress(done: int, total: int, text: str) -> None:
             bar.total = total
