@@ -898,7 +898,7 @@ def _chain(p: _Pieces, width: float, prm: TraceParams,
             dist, k = min((min(_interval_gap(ai + drift, bi + drift, a_top[j] + sh, b_top[j] + sh),
                                _interval_gap(ai, bi, a_top[j] + sh, b_top[j] + sh)), kk)
                           for kk, sh in zip((-1, 0, 1), shifts))
-            if free is not None and k == 0 and dist > 3.0 and (free[i] or free[j]) and prm.hidden_link < 1.0:
+            if free is not None and k == 0 and dist > 3.0 and (free[i] or free[j]):
                 gap = (bi, a_top[j]) if bi < a_top[j] else (b_top[j], ai)
                 if _hidden_gap(other, min(bot[i], tj) - 2, max(bot[i], tj) + 2, gap[0] + 1, gap[1] - 1):
                     dist *= prm.hidden_link
@@ -1541,11 +1541,17 @@ def _bridge_hidden(own: tuple[np.ndarray, np.ndarray, np.ndarray],
         if not ok.all():
             continue
         t = (mid - r0) / (r1 - r0)
-        x[mid] = ox[mid] + off0 + t * (off1 - off0)
-        # this curve's wrap count changes as the other's does
-        xu[mid] = x[mid] + (_wraps(x[r0], xu[r0], width) + _wraps(ox[mid], oxu[mid], width)
-                            - _wraps(ox[r0], oxu[r0], width)) * width
+        _ride_other(x, xu, ox, oxu, r0, mid, width, off0 + t * (off1 - off0))
     return x, xu, inked
+
+
+def _ride_other(x: np.ndarray, xu: np.ndarray, ox: np.ndarray, oxu: np.ndarray, r0: int,
+                mid: np.ndarray, width: float, offset: float | np.ndarray = 0.0) -> None:
+    """Fill rows ``mid`` (in place) along the other curve, ``offset`` px from it; this
+    curve's wrap count changes as the other's does from row ``r0`` on."""
+    x[mid] = ox[mid] + offset
+    xu[mid] = x[mid] + (_wraps(x[r0], xu[r0], width) + _wraps(ox[mid], oxu[mid], width)
+                        - _wraps(ox[r0], oxu[r0], width)) * width
 
 
 def _follow_hidden_sweep(own: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -1570,7 +1576,7 @@ def _follow_hidden_sweep(own: tuple[np.ndarray, np.ndarray, np.ndarray],
     if prm.hidden_sweep <= 0 or rows.size < 4 or not oinked.any():
         return x, xu, inked
     width = track.width
-    h, bw = other_ink.shape
+    bw = other_ink.shape[1]
 
     def touches(r: int) -> bool:
         c = int(round(x[r])) - col0
@@ -1579,7 +1585,6 @@ def _follow_hidden_sweep(own: tuple[np.ndarray, np.ndarray, np.ndarray],
     d = np.diff(rows)
     for gi in np.flatnonzero((d > 1) & (d <= prm.hidden_sweep + 1)).tolist():
         r0, r1 = int(rows[gi]), int(rows[gi + 1])
-        span = np.arange(r0, r1 + 1)
         # the other curve's wrap count just before and just after (a sweep's rows may flicker)
         pre = np.arange(max(r0 - 5, 0), r0 + 1)
         post = np.arange(r1, min(r1 + 6, xu.size))
@@ -1601,13 +1606,9 @@ def _follow_hidden_sweep(own: tuple[np.ndarray, np.ndarray, np.ndarray],
         s_in = (x[after[-1]] - x[after[0]]) / max(after[-1] - after[0], 1) if after.size > 1 else 0.0
         if max(step * s_out, step * s_in) < prm.sweep_slope:
             continue
-        later = np.arange(r1, xu.size)
-        xu[later] += step * width
-        mid = span[1:-1]
-        good = mid[np.isfinite(ox[mid]) & np.isfinite(oxu[mid])]
-        x[good] = ox[good]
-        xu[good] = ox[good] + (_wraps(x[r0], xu[r0], width) + _wraps(ox[good], oxu[good], width)
-                               - _wraps(ox[r0], oxu[r0], width)) * width
+        xu[r1:] += step * width
+        mid = np.arange(r0 + 1, r1)
+        _ride_other(x, xu, ox, oxu, r0, mid[np.isfinite(ox[mid]) & np.isfinite(oxu[mid])], width)
     return x, xu, inked
 
 

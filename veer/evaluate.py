@@ -487,6 +487,16 @@ def _read_sample(path: Path) -> tuple[dict, Any]:
     return row, SimpleNamespace(truth=truth, mask=mask, gray=scan.gray)
 
 
+def _labels_folder(folder) -> Path:
+    """The ``--labels`` folder, made if missing; a one-line ConfigError if it cannot be."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--labels {folder}: cannot create the folder ({exc.strerror or exc})") from None
+    return folder
+
+
 class LabelCache:
     """A segmenter that keeps its labels on disk and reuses them.
 
@@ -508,16 +518,12 @@ class LabelCache:
 
     def __init__(self, seg, mode: str, folder) -> None:
         self.seg, self.mode = seg, mode
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"--labels {self.folder}: cannot create the folder ({exc.strerror or exc})") from None
-        self.views = getattr(seg, "views", 1)
+        self.folder = _labels_folder(folder)
+        self.views = int(getattr(seg, "views", 1) or 1)
         self.key = json.dumps({
             "format": self.FORMAT, "mode": mode,
             "weights": [str(c.get("sha256", "")) for c in (getattr(seg, "cards", None) or [])],
-            "views": int(getattr(seg, "views", 1) or 1),
+            "views": self.views,
             "tile": list(getattr(seg, "tile", ()) or ()),
             "overlap": getattr(seg, "overlap", None),
             "kind": type(seg).__name__,
@@ -526,12 +532,10 @@ class LabelCache:
         self.computed = 0
 
     def _path(self, gray: np.ndarray) -> Path:
-        import hashlib
+        from veer.viz import content_key
 
         arr = np.ascontiguousarray(gray)
-        h = hashlib.sha256(f"{arr.shape}{arr.dtype}".encode())
-        h.update(arr.tobytes())
-        return self.folder / f"{h.hexdigest()[:24]}.{self.mode}.npz"
+        return self.folder / f"{content_key(f'{arr.shape}{arr.dtype}'.encode() + arr.tobytes())}.{self.mode}.npz"
 
     def _load(self, path: Path, shape: tuple[int, ...]):
         try:
@@ -850,10 +854,7 @@ def run(args: argparse.Namespace) -> int:
                   for m in modes}
 
     if args.labels:
-        try:
-            Path(args.labels).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"--labels {args.labels}: cannot create the folder ({exc.strerror or exc})") from None
+        _labels_folder(args.labels)  # before the progress bar, so a bad folder is one clean line
     with tqdm(desc="evaluating", unit="step", file=sys.stderr) as bar:
         def progress(done: int, total: int, text: str) -> None:
             bar.total = total
