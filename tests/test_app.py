@@ -215,6 +215,33 @@ def test_display_changes_never_rerun_the_models(dashboard, monkeypatch):
 
 
 @pytest.mark.slow
+def test_sharper_strokes_runs_an_enlarged_pass_and_says_so(dashboard, monkeypatch):
+    at = open_page(LIVE)
+    no_exception(at)
+    plain = scores_table(at).copy()
+    import veer.infer
+
+    asked = []
+    real = veer.infer.Segmenter.segment
+
+    def spy(self, gray, **kw):
+        asked.append((self.mode, self.scales))
+        return real(self, gray, **kw)
+
+    monkeypatch.setattr(veer.infer.Segmenter, "segment", spy)
+    at.toggle(key="sharper").set_value(True).run()
+    no_exception(at)
+    assert sorted(asked) == [("joint", viz.SHARPER_SCALES), ("separate", viz.SHARPER_SCALES)]
+    assert "each tile also at 1.3x" in texts(at)
+    sharper = scores_table(at)
+    assert not sharper["f1"].equals(plain["f1"]), "the enlarged pass changes the labels"
+    # back to the plain pass: answered from the store, no model runs
+    asked.clear()
+    at.toggle(key="sharper").set_value(False).run()
+    assert asked == [] and scores_table(at)["f1"].equals(plain["f1"])
+
+
+@pytest.mark.slow
 def test_an_uploaded_scan_and_mask_segment_and_score(dashboard, tiny_sample):
     from veer.synth import load_truth
 

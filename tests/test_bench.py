@@ -43,6 +43,9 @@ def test_table_shows_every_figure_and_marks_targets():
     assert "MISSED" not in text and text.count("[target met]") == 3
     slow = bench.table({"segment": canned_segment(end_to_end_s=40.0, speedup=1.3, peak_rss_mb=3000.0)})
     assert slow.count("[target MISSED]") == 3
+    scaled = bench.table({"segment": canned_segment(views=2, scales=[1.0, 1.3], compute_factor=6.9,
+                                                    overlap_factor=1.28)})
+    assert "each tile at scales 1 + 1.3" in scaled and "x6.90 overlap, views and scales" in scaled
 
 
 def test_run_prints_the_table_and_saves_json(tmp_path, monkeypatch, capsys):
@@ -102,6 +105,17 @@ def test_bench_segment_measures_engine_and_naive_in_child_processes(tiny_models)
     assert fig["gmac_per_mpx"] > 0 and fig["matmul_gflops"] > 0 and fig["compute_factor"] > 1
     assert sum(fig["label_shares"]) == pytest.approx(1.0)
     assert fig["weights"] == "shipped"
+
+
+@pytest.mark.slow
+def test_bench_runs_the_scales_asked_both_ways(tiny_models):
+    gray = np.full((140, 120), 235, np.uint8)
+    gray[:, 50:53] = 20
+    fig = bench.bench_segment(log=gray, models_dir=str(tiny_models), tile=64, overlap=0.25, batch=4,
+                              naive_tiles=4, device="cpu", say=lambda _: None, matmul_n=128, scales=(1.0, 1.5))
+    assert fig["scales"] == [1.0, 1.5] and fig["views"] == 2
+    assert fig["compute_factor"] == pytest.approx(fig["overlap_factor"] * 2 * (1 + 1.5 ** 2))
+    assert fig["naive"]["tiles_timed"] >= 1 and fig["speedup"] > 0
 
 
 @pytest.mark.slow

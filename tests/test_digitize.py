@@ -705,6 +705,25 @@ def test_cli_given_tracks_and_bad_options(tmp_path):
     assert wrong.returncode == 1 and "s.png" in wrong.stderr and "2 value scales" in wrong.stderr
 
 
+def test_digitize_segments_at_the_scales_asked(tmp_path, monkeypatch):
+    import veer.infer
+    from types import SimpleNamespace
+
+    mask = draw(np.full(H, 100.0))
+    Image.fromarray(np.full((H, W), 255, np.uint8)).save(tmp_path / "s.png")
+    asked = []
+
+    def fake_get_segmenter(mode, device="auto", scales=None, **kw):
+        asked.append((mode, scales))
+        return SimpleNamespace(segment=lambda gray: SimpleNamespace(labels=mask, shared=None))
+
+    monkeypatch.setattr(veer.infer, "get_segmenter", fake_get_segmenter)
+    written = dz.digitize_file(tmp_path / "s.png", tmp_path / "out", tracks=[TRACK], scales=(1.0, 1.3))
+    assert asked == [("joint", (1.0, 1.3))] and written["csv"].exists()
+    bad = _run(tmp_path / "s.png", "--out", tmp_path, "--scales", "3")
+    assert bad.returncode == 2 and "each scale must lie in" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_border_candidates_stop_at_the_break_between_borders_and_grid():
     from veer.digitize import _border_mass_threshold
 

@@ -223,7 +223,7 @@ def test_a_pipeline_failing_on_a_sample_drops_it_from_every_pipeline(data_dir):
 
 def test_ctrl_c_keeps_a_partial_report(data_dir, tmp_path, monkeypatch, capsys):
     segs = {"joint": FailingOn("joint", 20, KeyboardInterrupt()), "separate": FakeSegmenter("separate")}
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None: segs[mode])
     out = tmp_path / "partial.json"
     assert main(["evaluate", "--data", str(data_dir), "--out", str(out)]) == 130
     report = json.loads(out.read_text())
@@ -278,7 +278,7 @@ def test_user_errors(tmp_path, data_dir):
 
 def test_cli_writes_report_and_prints_table(data_dir, tmp_path, monkeypatch, capsys):
     segs = _fakes(shift=1)
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None: segs[mode])
     out = tmp_path / "reports" / "report.json"
     assert main(["evaluate", "--data", str(data_dir), "--out", str(out), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
@@ -293,14 +293,20 @@ def test_cli_writes_report_and_prints_table(data_dir, tmp_path, monkeypatch, cap
     # default report path is inside the data folder
     assert main(["evaluate", "--data", str(data_dir), "--mode", "joint"]) == 0
     assert json.loads((data_dir / "evaluation.json").read_text())["modes"] == ["joint"]
-    # --no-flip asks for segmenters without the mirror view
+    # --no-flip asks for segmenters without the mirror view; --scales for enlarged passes
     asked = []
     monkeypatch.setattr(evaluate, "get_segmenter",
-                        lambda mode, device="auto", models_dir=None, flip=True, views=None: asked.append(views) or segs[mode])
+                        lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None:
+                        asked.append((views, scales)) or segs[mode])
     assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--no-flip", "--no-digitize"]) == 0
     assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--views", "4", "--no-digitize"]) == 0
-    assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--no-digitize"]) == 0
-    assert asked == [1, 4, 2]
+    assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--no-digitize",
+                 "--scales", "1.3,1"]) == 0
+    assert asked == [(1, None), (4, None), (2, (1.0, 1.3))]
+    # a scale out of range is a one-line usage error
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--data", str(data_dir), "--scales", "5"])
+    assert stop.value.code == 2 and "each scale must lie in" in capsys.readouterr().err
 
 
 def test_cli_empty_folder_is_a_one_line_error(tmp_path, capsys):
@@ -327,7 +333,7 @@ def test_cli_generates_logs_into_an_empty_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(synth, "generate_log", fake_generate)
     monkeypatch.setattr(synth, "save_log", fake_save)
     segs = _fakes()
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None: segs[mode])
     folder = tmp_path / "fresh"
     assert main(["evaluate", "--data", str(folder), "--n", "3", "--seed", "500"]) == 0
     assert made == [500, 501, 502]
@@ -537,6 +543,11 @@ def test_kept_labels_are_not_reused_for_other_weights_or_views(data_dir, tmp_pat
     keep = tmp_path / "labels"
     evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": SharedFake("joint")},
                              labels_dir=keep)
+    # the plain scale keeps the old key: labels kept before scales existed are still reused
+    plain = SharedFake("joint")
+    plain.scales = (1.0,)
+    evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": plain}, labels_dir=keep)
+    assert plain.calls == 0
 
     other_weights = SharedFake("joint")
     other_weights.cards = [{"sha256": "bbbb"}]
@@ -548,6 +559,11 @@ def test_kept_labels_are_not_reused_for_other_weights_or_views(data_dir, tmp_pat
     one_view.views = 1
     evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": one_view}, labels_dir=keep)
     assert one_view.calls == 2
+
+    two_scales = SharedFake("joint")
+    two_scales.scales = (1.0, 1.3)
+    evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": two_scales}, labels_dir=keep)
+    assert two_scales.calls == 2
 
 
 def test_a_damaged_kept_label_file_is_computed_again(data_dir, tmp_path):
@@ -571,7 +587,7 @@ def test_a_labels_folder_that_cannot_be_made_is_one_clear_error(data_dir, tmp_pa
 
 def test_cli_keeps_labels_and_says_what_it_reused(data_dir, tmp_path, monkeypatch, capsys):
     segs = {m: SharedFake(m) for m in ("joint", "separate")}
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None: segs[mode])
     keep = tmp_path / "keep"
     assert main(["evaluate", "--data", str(data_dir), "--labels", str(keep), "--no-digitize"]) == 0
     assert "0 reused, 4 computed" in capsys.readouterr().out

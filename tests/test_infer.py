@@ -185,6 +185,55 @@ def test_four_views_add_the_scan_upside_down(rng):
         seg_for(model, views=3)
 
 
+def test_scales_are_parsed_checked_and_sorted():
+    assert infer.scales_for(None) == infer.DEFAULT_SCALES
+    assert infer.scales_for("1.3, 1") == (1.0, 1.3)
+    assert infer.scales_for([1, 1.0, 1.25]) == (1.0, 1.25)
+    for bad in ("0.2", "1,3", "", "a,b", [1, float("nan")]):
+        with pytest.raises(ConfigError, match="scale"):
+            infer.scales_for(bad)
+
+
+def test_an_enlarged_pass_is_brought_back_to_the_scans_own_grid(rng):
+    # A pointwise network answers the same wherever the ink is, so its answer at 1.4x,
+    # brought back, must put a vertical stroke where the plain pass puts it (no shift).
+    model = PointNet()
+    img = np.full((48, 60), 235, np.uint8)
+    img[:, 10:13] = 20   # off the middle: a grid mapped back wrongly shifts it most there
+    plain = seg_for(model, tile=64, flip=False).segment(img, return_probs=True).probs
+    big = seg_for(model, tile=64, flip=False, scales=(1.4,))
+    assert big.scales == (1.4,) and big.passes == pytest.approx(1.96)
+    enlarged = big.segment(img, return_probs=True).probs
+    assert enlarged.shape == plain.shape
+
+    def centre(probs):   # centroid of the curve1 probability near the stroke, above the paper's level
+        row = probs[1].mean(0)
+        profile = np.clip(row[4:19] - np.median(row[30:]), 0, None)
+        return 4 + float(profile @ np.arange(profile.size) / profile.sum())
+
+    centre = [centre(plain), centre(enlarged)]
+    assert abs(centre[0] - 11.0) < 0.05
+    assert abs(centre[1] - centre[0]) < 0.1, centre
+    # far from the stroke, paper is paper at either scale
+    assert np.abs(enlarged[:, :, 25:] - plain[:, :, 25:]).max() < 1e-4
+
+
+def test_several_scales_are_averaged(rng):
+    model = LocalNet()
+    img = rng.integers(0, 256, size=(40, 56), dtype=np.uint8)
+    one = seg_for(model, tile=64).segment(img, return_probs=True).probs
+    big = seg_for(model, tile=64, scales=(1.3,)).segment(img, return_probs=True).probs
+    both_seg = seg_for(model, tile=64, scales="1,1.3")
+    assert both_seg.scales == (1.0, 1.3) and both_seg.passes == pytest.approx(2 * (1 + 1.69))
+    both = both_seg.segment(img, return_probs=True)
+    assert np.abs(both.probs - (one + big) / 2).max() < 1e-5
+    assert np.abs(big - one).max() > 1e-2, "the enlarged pass sees the scan differently"
+    assert np.array_equal(both.labels, both.probs.argmax(0))
+    # the default runs the tile as it is only
+    assert np.array_equal(seg_for(model, tile=64, scales=(1.0,)).segment(img).labels,
+                          seg_for(model, tile=64).segment(img).labels)
+
+
 def test_tiled_differs_from_whole_image_only_near_inner_tile_borders(gray):
     model = LocalNet()
     seg = seg_for(model)
@@ -455,6 +504,23 @@ def test_segment_cli_writes_masks_and_reports_a_bad_file(tmp_path, models_folder
         assert conflict.shape == shape and set(np.unique(conflict)) <= {0, 1, 2}
         assert ov.mode == "RGB" and ov.size == (shape[1], shape[0])
     assert not list(out.glob("*.part"))
+
+
+def test_segment_cli_runs_the_scales_asked_and_says_so(tmp_path, models_folder, capsys, rng):
+    from veer.cli import main
+
+    img = _write_png(tmp_path / "log.png", rng.integers(0, 256, (70, 50), dtype=np.uint8))
+    assert main(["segment", str(img), "--out", str(tmp_path / "plain"), "--models", str(models_folder),
+                 "--device", "cpu", "--backend", "torch"]) == 0
+    assert main(["segment", str(img), "--out", str(tmp_path / "big"), "--models", str(models_folder),
+                 "--device", "cpu", "--backend", "torch", "--scales", "1,1.5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "scales" not in out[0] and "at scales 1 + 1.5" in out[1]
+    plain, big = (np.array(Image.open(tmp_path / d / "log.mask.png")) for d in ("plain", "big"))
+    assert plain.shape == big.shape == (70, 50) and set(np.unique(big)) <= {0, 1, 2}
+    with pytest.raises(SystemExit) as stop:
+        main(["segment", str(img), "--out", str(tmp_path / "x"), "--scales", "1,9"])
+    assert stop.value.code == 2 and "each scale must lie in" in capsys.readouterr().err
 
 
 def test_segment_cli_never_overwrites_an_input(tmp_path, models_folder, rng):

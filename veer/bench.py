@@ -166,6 +166,16 @@ def _load_models(mode: str, models_dir: str | None, random_weights: bool):
 # --------------------------------------------------------------------------- child processes
 
 
+def _cost_parts(seg: dict) -> str:
+    """What the compute factor multiplies: 'overlap', 'overlap and views', ..."""
+    parts = ["overlap"]
+    if seg.get("views", 1) > 1:
+        parts.append("views")
+    if list(seg.get("scales") or [1.0]) != [1.0]:
+        parts.append("scales")
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
 def _views(opts: dict) -> int:
     """Passes per tile asked for (:func:`veer.infer.views_for`)."""
     from veer.infer import views_for
@@ -191,7 +201,7 @@ def _child_engine(opts: dict) -> dict:
     seg = Segmenter.from_models(opts["mode"], models, opts["device"], tile=opts["tile"],
                                 overlap=opts["overlap"], batch_size=opts.get("batch"),
                                 precision=opts.get("precision") or "auto", views=_views(opts),
-                                backend=opts.get("backend") or "auto")
+                                scales=opts.get("scales"), backend=opts.get("backend") or "auto")
     seg.cards = cards
     load_s = time.perf_counter() - t0
     gmac = float(sum(gmac_per_megapixel(m) for m in seg.models))
@@ -215,9 +225,10 @@ def _child_engine(opts: dict) -> dict:
         "device": res.device, "threads": torch.get_num_threads(), "load_average": _loadavg(),
         "tiles": plan.n_tiles, "tile": [plan.tile_h, plan.tile_w], "max_tile": list(seg.tile),
         "overlap": seg.overlap, "batch": seg.batch_size, "band_rows": seg.band_rows,
-        # px the network evaluates per image px: the tiles' overlap times the views per tile
-        "compute_factor": plan.compute_factor * seg.views, "overlap_factor": plan.compute_factor,
-        "views": seg.views, "model_load_s": load_s, "read_s": read_s,
+        # px the network evaluates per image px: the tiles' overlap times the passes per tile
+        # (the views, each at every scale: a scale s costs s^2 of a pass)
+        "compute_factor": plan.compute_factor * seg.passes, "overlap_factor": plan.compute_factor,
+        "views": seg.views, "scales": list(seg.scales), "model_load_s": load_s, "read_s": read_s,
         "segment_s": res.seconds, "segment_cpu_s": cpu_s, "write_s": write_s,
         "end_to_end_s": read_s + res.seconds + write_s,
         "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
@@ -252,7 +263,8 @@ def _child_naive(opts: dict) -> dict:
     fast, _ = _load_models(opts["mode"], opts.get("models_dir"), rw)
     seg = Segmenter.from_models(opts["mode"], fast, dev, tile=opts["tile"], overlap=opts["overlap"],
                                 batch_size=opts.get("batch"), precision=opts.get("precision") or "auto",
-                                views=_views(opts), backend=opts.get("backend") or "auto")
+                                views=_views(opts), scales=opts.get("scales"),
+                                backend=opts.get("backend") or "auto")
     gray = read_scan(opts["image"], max_pixels=10**9).gray
     H, W = gray.shape
     plan = seg.plan(H, W)
@@ -268,12 +280,26 @@ def _child_naive(opts: dict) -> dict:
                 return torch.softmax(outs[0], 1)
             return torch.sigmoid(torch.cat(outs, 1))
 
-    def one_tile(y: int, x: int) -> None:
-        t = torch.from_numpy(gray[y:y + th, x:x + tw].astype(np.float32) / 255.0)[None, None].to(dev)
+    def views_of(t):
         p = one_view(t)
         for f in VIEW_FLIPS[1:seg.views]:   # the same views as the engine, one after the other
             p = p + torch.flip(one_view(torch.flip(t, dims=f)), dims=f)
-        p = p / seg.views
+        return p / seg.views
+
+    def one_tile(y: int, x: int) -> None:
+        import torch.nn.functional as F
+
+        t = torch.from_numpy(gray[y:y + th, x:x + tw].astype(np.float32) / 255.0)[None, None].to(dev)
+        p = 0.0
+        for s in seg.scales:                # and at the same scales
+            if s == 1.0:
+                p = p + views_of(t)
+                continue
+            big = F.interpolate(t, size=(round(th * s), round(tw * s)), mode="bicubic", align_corners=False,
+                                antialias=s < 1).clamp(0.0, 1.0)
+            p = p + F.interpolate(views_of(big), size=(th, tw), mode="bilinear", align_corners=False,
+                                  antialias=s > 1)
+        p = p / len(seg.scales)
         p = p[0].cpu().numpy()
         acc[:, y:y + th, x:x + tw] += p * weight
         wsum[y:y + th, x:x + tw] += weight
@@ -348,7 +374,8 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                   overlap: float | None = None, batch: int | None = None, naive_tiles: int = 24,
                   threads: int | None = None, random_weights: bool = False, seed: int = 0,
                   log=None, say=print, matmul_n: int = 2048, precision: str = "auto",
-                  flip: bool = True, backend: str = "auto", views: int | None = None) -> dict:
+                  flip: bool = True, backend: str = "auto", views: int | None = None,
+                  scales=None) -> dict:
     """Engine vs naive on one synthetic log; returns the figures (see the module docstring)."""
     from veer import infer
     from veer.io import save_png
@@ -372,7 +399,8 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                 "overlap": infer.DEFAULT_OVERLAP if overlap is None else overlap,
                 "batch": batch, "threads": threads, "random_weights": random_weights,
                 "image": image, "out_mask": str(Path(tmp) / "log.mask.png"), "naive_tiles": naive_tiles,
-                "matmul_n": matmul_n, "precision": precision, "flip": bool(flip), "views": views, "backend": backend}
+                "matmul_n": matmul_n, "precision": precision, "flip": bool(flip), "views": views, "backend": backend,
+                "scales": list(infer.scales_for(scales))}
         say("segmenting it with the engine (child process) ...")
         eng = _run_child("engine", opts)
         say(f"timing the naive way against the engine on about {naive_tiles} of {eng['tiles']} tiles, "
@@ -428,7 +456,9 @@ def table(fig: dict) -> str:
                        f"{seg['compute_factor']:.2f} px computed per image px"
                        + (f" ({seg['overlap_factor']:.2f} overlap x {seg['views']} views, "
                           f"{'the mirror too' if seg['views'] == 2 else 'mirrored and upside down too'})"
-                          if seg.get("views", 1) > 1 else "")),
+                          if seg.get("views", 1) > 1 else "")
+                       + (f"; each tile at scales {' + '.join(f'{v:g}' for v in seg['scales'])}"
+                          if list(seg.get("scales") or [1.0]) != [1.0] else "")),
             ("model load", f"{seg['model_load_s']:.2f} s"),
             ("read PNG", f"{seg['read_s']:.2f} s"),
             ("segment", f"{seg['segment_s']:.2f} s ({seg['segment_mpx_per_s']:.2f} Mpx/s)"
@@ -447,7 +477,7 @@ def table(fig: dict) -> str:
             ("speed-up", f"{seg['speedup']:.2f}x (interleaved); {seg['speedup_vs_full_run']:.2f}x against the "
                          f"full engine run above{_mark(seg['speedup'] >= TARGETS['speedup'])}"),
             ("network cost", f"{seg['gmac_per_mpx']:.2f} GMAC/Mpx; x{seg['compute_factor']:.2f} "
-                             f"{'overlap and views' if seg.get('views', 1) > 1 else 'overlap'} = "
+                             f"{_cost_parts(seg)} = "
                              f"{seg['gmac_per_mpx'] * seg['compute_factor']:.2f} GMAC per image Mpx"),
             ("achieved", f"{seg['gflop_per_s']:.1f} GFLOP/s = {100 * seg['peak_fraction']:.0f}% of the "
                          f"fp32 matmul peak"
@@ -528,7 +558,8 @@ def run(args) -> int:
             height=args.height or LOG_HEIGHT, width=args.width or LOG_WIDTH, mode=args.mode, device=args.device,
             models_dir=args.models, tile=args.tile, overlap=args.overlap, batch=args.batch,
             naive_tiles=args.naive_tiles, threads=args.threads, random_weights=args.random_weights,
-            seed=args.seed, say=say, precision=args.precision, views=args.views, backend=args.backend)
+            seed=args.seed, say=say, precision=args.precision, views=args.views, backend=args.backend,
+            scales=args.scales)
     if args.what == "load":
         from veer import loadtest
 

@@ -77,11 +77,12 @@ VIEW_NAMES = {1: "one pass", 2: "with the mirror", 4: "mirrored and upside down 
 
 
 def get_segmenter(mode: str, device: str = "auto", models_dir=None, flip: bool = True,
-                  views: int | None = None):
+                  views: int | None = None, scales=None):
     """The process-wide cached segmenter of ``mode`` (veer.infer.get_segmenter)."""
     from veer.infer import get_segmenter as _get_segmenter
 
-    return _get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views)
+    return _get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views,
+                          scales=scales)
 
 
 def find_samples(folder) -> list[Path]:
@@ -299,13 +300,14 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
                     tol: int = TOLERANCE_PX, digitize: bool = True,
                     cancel: threading.Event | None = None,
                     keep_partial_on_interrupt: bool = False, truth_curves: bool = False,
-                    flip: bool = True, views: int | None = None, labels_dir=None) -> dict:
+                    flip: bool = True, views: int | None = None, labels_dir=None,
+                    scales=None) -> dict:
     """Evaluate ``modes`` on every sample with truth in ``data_dir``; return the report.
 
     ``progress(done, total, text)`` is called after each (sample, pipeline)
     step. ``segmenters`` maps mode -> an object with ``segment(gray)`` (default:
     :func:`get_segmenter`, with ``views`` passes per tile: default 2, the
-    mirror view, or 1 when ``flip`` is False).
+    mirror view, or 1 when ``flip`` is False; and each tile at ``scales``).
     ``limit`` takes the first K samples. Setting ``cancel`` stops after the
     current step; the report then covers the samples finished so far and has
     ``"complete": False``. With ``labels_dir`` each pipeline's labels are kept
@@ -339,8 +341,10 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
     segs = dict(segmenters or {})
     for mode in modes:
         if mode not in segs:
-            segs[mode] = get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views)
+            segs[mode] = get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views,
+                                       scales=scales)
     views = {m: int(getattr(segs[m], "views", 1)) for m in modes}
+    scales = {m: list(getattr(segs[m], "scales", (1.0,)) or (1.0,)) for m in modes}
     caches = {}
     if labels_dir is not None:
         caches = {m: LabelCache(segs[m], m, labels_dir) for m in modes}
@@ -432,6 +436,7 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
         "device": _device_text(devices, device),
         "devices": devices,
         "views": views,
+        "scales": scales,
         "tolerance_px": int(tol),
         "data": {
             "dir": str(data_dir),
@@ -505,7 +510,7 @@ class LabelCache:
     map, the pixels in doubt (``shared``), the conflict map of the separate
     pipeline, the seconds the segmentation took and the device it ran on. A
     stored result is reused only when its key matches: the pipeline, the
-    weights' sha256 (from the model cards), the views, tile and overlap. So
+    weights' sha256 (from the model cards), the views, scales, tile and overlap. So
     changing the weights or the settings recomputes it, and digitiser work can
     be rescored in seconds instead of rerunning the models.
 
@@ -520,10 +525,13 @@ class LabelCache:
         self.seg, self.mode = seg, mode
         self.folder = _labels_folder(folder)
         self.views = int(getattr(seg, "views", 1) or 1)
+        self.scales = tuple(float(v) for v in (getattr(seg, "scales", None) or (1.0,)))
         self.key = json.dumps({
             "format": self.FORMAT, "mode": mode,
             "weights": [str(c.get("sha256", "")) for c in (getattr(seg, "cards", None) or [])],
             "views": self.views,
+            # only where other than 1, so labels kept before scales existed stay valid
+            **({"scales": list(self.scales)} if self.scales != (1.0,) else {}),
             "tile": list(getattr(seg, "tile", ()) or ()),
             "overlap": getattr(seg, "overlap", None),
             "kind": type(seg).__name__,
@@ -706,6 +714,10 @@ def format_table(report: Mapping) -> str:
     if views:
         lines.append("views per tile: " + ", ".join(
             f"{m} {v} ({VIEW_NAMES.get(v, 'passes')})" for m, v in views.items()))
+    scales = report.get("scales") or {}
+    if any(list(v) != [1.0] for v in scales.values()):
+        lines.append("scales per tile: " + ", ".join(
+            f"{m} {' + '.join(f'{x:g}' for x in v)}" for m, v in scales.items()))
     if not report.get("complete", True):
         lines.append("STOPPED EARLY: the figures cover the samples finished before the stop")
     if data.get("samples_failed"):
@@ -850,7 +862,8 @@ def run(args: argparse.Namespace) -> int:
                           + "; pass --n N to generate N synthetic logs there")
     modes = _check_modes(args.mode)
     # load the models before any progress bar, so a missing weight file is one clean line
-    segmenters = {m: get_segmenter(m, device=args.device, models_dir=args.models, views=args.views)
+    segmenters = {m: get_segmenter(m, device=args.device, models_dir=args.models, views=args.views,
+                                   scales=args.scales)
                   for m in modes}
 
     if args.labels:

@@ -47,7 +47,8 @@ import numpy as np
 from veer.errors import ConfigError
 
 BACKENDS = ("auto", "torch", "openvino")
-MAX_SHAPES = 4          # compiled tile shapes kept per network (least recently used dropped)
+MAX_SHAPES = 8          # compiled tile shapes kept per network (least recently used dropped): a whole
+                        # tile, the last row's and column's, the corner's, and each of them enlarged
 _TRACE_SIDE = 64        # the trace's input side: a multiple of every shipped stride
 
 

@@ -50,6 +50,9 @@ VERDICT_COLOR = "#d55e00"
 MUTED = "#9a9a9a"
 
 PIPELINE_LABELS = {"joint": "Joint 3-class model", "separate": "Separate masks, stitched"}
+# The live page's "sharper thin strokes" choice: each tile as it is and enlarged 1.3x
+# (veer.infer's scales; measured in the README's results table).
+SHARPER_SCALES = (1.0, 1.3)
 
 
 # ---------------------------------------------------------------------------
