@@ -385,6 +385,33 @@ def test_shared_pixels_let_curve2_run_through_dashes_labelled_curve1():
     with pytest.raises(dz.MaskError):
         dz.trace_curves(mask, [TRACK], shared=mixed[:-1])
 
+def test_stray_pixels_along_the_other_curve_are_no_curve():
+    # A track with curve1 only. The segmenter is unsure of a stretch of curve1's edge pixels
+    # (shared: traced for both curves) and calls a few scattered pixels beside it curve2: no
+    # curve2 may come out of that, though its pixels chain into a trace along curve1.
+    rng = np.random.default_rng(5)
+    x1 = 120.0 + 15.0 * np.sin(ROWS / 50.0)
+    mask = draw(x1, 1, 3.0)
+    doubt = np.zeros_like(mask, bool)
+    for r in range(40, 380, 2):
+        doubt[r, int(round(x1[r])) + 1] = True
+    for r in rng.choice(np.arange(40, 380), 20, replace=False):
+        mask[r, int(round(x1[r])) + 3] = 2
+    got = dz.trace_curves(mask, [TRACK], shared=doubt)["curve2_x"].to_numpy()
+    assert np.isfinite(got).sum() == 0
+    off = dz.trace_curves(mask, [TRACK], dz.TraceParams(shadow_share=0), shared=doubt)["curve2_x"].to_numpy()
+    assert np.isfinite(off).sum() > 200, "without the rule the stray pixels make a long curve2"
+    # a real dashed curve2 beside curve1, partly in doubt, is still traced
+    x2 = x1 + 9.0
+    dashed = draw(x2, 2, 2.0, dash=(6.0, 4.0))
+    mask = draw(x1, 1, 2.5)
+    mask[dashed == 2] = 2
+    mixed = (dashed == 2) & (ROWS[:, None] >= 140) & (ROWS[:, None] < 250)
+    mask[mixed] = 1
+    real = dz.trace_curves(mask, [TRACK], shared=mixed)["curve2_x"].to_numpy()
+    assert np.isfinite(real).mean() > 0.9 and np.nanmedian(np.abs(real - x2)) < 1.0
+
+
 @pytest.mark.parametrize("level, dip", [(0.58, -0.74), (0.4, 1.7)])
 def test_a_thin_bed_off_scale_between_two_sweeps_is_one_wrap_out(level, dip):
     # A thin bed whose reading runs off scale for four rows: the pen sweeps out through one

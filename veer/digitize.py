@@ -725,6 +725,7 @@ class TraceParams:
     hidden_link: float = 0.2     # misfit cost factor of a link whose gap the other curve inks (1: off)
     hidden_sweep: int = 30       # rows of a gap across which this curve may share the other's wrap (0: off)
     sweep_slope: float = 4.0     # px per row this curve must move toward that wrap at the gap
+    shadow_share: float = 0.1    # a trace with its own class's ink on fewer of its rows is dropped (0: off)
 
 
 def _row_runs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1445,6 +1446,30 @@ def _trace_band(m: np.ndarray, col0: int, track: Track, prm: TraceParams,
     return x, xu, inked
 
 
+def _drop_shadow(traced: tuple[np.ndarray, np.ndarray, np.ndarray], own: np.ndarray,
+                 share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """No trace where a curve is only a shadow of the other one.
+
+    The pixels a segmenter is unsure of (``shared``) and the overlap of a
+    truth mask count as ink of both curves, so a track with none of this
+    curve still gives it ink along the other curve, and a few stray pixels
+    of its class then chain that ink into a long trace, which the stretches
+    hidden under the other curve (:func:`_bridge_hidden`) lengthen further.
+    A real curve shows its own class on a fair share of the rows it is
+    finally traced on; when fewer than ``share`` of them have any (``own``:
+    the band's pixels of this class only), the band has no such curve.
+    """
+    x, xu, inked = traced
+    rows = np.isfinite(x)
+    n = int(rows.sum())
+    if n == 0:
+        return traced
+    seen = own.any(axis=1) & rows
+    if seen.sum() >= share * n:
+        return traced
+    return np.full_like(x, np.nan), np.full_like(xu, np.nan), np.zeros_like(inked)
+
+
 def _wraps(x, xu, width: float):
     """The wrap count of positions: (xu - x) is a whole number of track widths."""
     return np.round((np.asarray(xu) - np.asarray(x)) / width).astype(np.int64)
@@ -1762,6 +1787,7 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
         cols = {"row": rows, "track": np.full(h, ti)}
         xs: dict[str, np.ndarray] = {}
         inks: dict[str, np.ndarray] = {}
+        owns: dict[str, np.ndarray] = {}
         for name in CURVES:
             if c1 <= c0:
                 xs[name] = (np.full(h, np.nan), np.full(h, np.nan))
@@ -1776,6 +1802,7 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
                 other &= inside
             xs[name] = _trace_band(m, c0, t, prm, other)
             inks[name] = m
+            owns[name] = m & (band == CURVE_CLASSES[name])
             if progress is not None:
                 progress()
         if prm.hidden_max > 0:
@@ -1790,6 +1817,9 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
             for name in CURVES:
                 x_, xu_, ink_ = xs[name]
                 xs[name] = (x_, _settle_wraps(x_, xu_, t.width, prm), ink_)
+        if prm.shadow_share > 0:
+            for name in owns:
+                xs[name] = _drop_shadow(xs[name], owns[name], prm.shadow_share)
         for name in CURVES:
             cols[f"{name}_x"] = xs[name][0]
         for name in CURVES:
