@@ -166,12 +166,17 @@ def _load_models(mode: str, models_dir: str | None, random_weights: bool):
 # --------------------------------------------------------------------------- child processes
 
 
+def _scaled(seg: dict) -> bool:
+    """Whether the bench ran each tile at scales other than 1 too."""
+    return list(seg.get("scales") or [1.0]) != [1.0]
+
+
 def _cost_parts(seg: dict) -> str:
     """What the compute factor multiplies: 'overlap', 'overlap and views', ..."""
     parts = ["overlap"]
     if seg.get("views", 1) > 1:
         parts.append("views")
-    if list(seg.get("scales") or [1.0]) != [1.0]:
+    if _scaled(seg):
         parts.append("scales")
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
@@ -251,7 +256,7 @@ def _child_naive(opts: dict) -> dict:
     import torch
 
     from veer.device import allocator_tuned, pick_device, set_cpu_threads
-    from veer.infer import VIEW_FLIPS, Segmenter, gaussian_weights, plan_tiles
+    from veer.infer import VIEW_FLIPS, Segmenter, at_scale, gaussian_weights, plan_tiles
     from veer.io import read_scan
 
     if opts.get("threads"):
@@ -287,19 +292,9 @@ def _child_naive(opts: dict) -> dict:
         return p / seg.views
 
     def one_tile(y: int, x: int) -> None:
-        import torch.nn.functional as F
-
         t = torch.from_numpy(gray[y:y + th, x:x + tw].astype(np.float32) / 255.0)[None, None].to(dev)
-        p = 0.0
-        for s in seg.scales:                # and at the same scales
-            if s == 1.0:
-                p = p + views_of(t)
-                continue
-            big = F.interpolate(t, size=(round(th * s), round(tw * s)), mode="bicubic", align_corners=False,
-                                antialias=s < 1).clamp(0.0, 1.0)
-            p = p + F.interpolate(views_of(big), size=(th, tw), mode="bilinear", align_corners=False,
-                                  antialias=s > 1)
-        p = p / len(seg.scales)
+        # and at the same scales as the engine, one after the other
+        p = sum(at_scale(views_of, t, s) for s in seg.scales) / len(seg.scales)
         p = p[0].cpu().numpy()
         acc[:, y:y + th, x:x + tw] += p * weight
         wsum[y:y + th, x:x + tw] += weight
@@ -439,6 +434,8 @@ def _malloc_note(seg: dict) -> str:
 
 
 def table(fig: dict) -> str:
+    from veer.infer import scales_text
+
     rows: list[tuple[str, str]] = []
     seg = fig.get("segment")
     if seg:
@@ -457,8 +454,7 @@ def table(fig: dict) -> str:
                        + (f" ({seg['overlap_factor']:.2f} overlap x {seg['views']} views, "
                           f"{'the mirror too' if seg['views'] == 2 else 'mirrored and upside down too'})"
                           if seg.get("views", 1) > 1 else "")
-                       + (f"; each tile at scales {' + '.join(f'{v:g}' for v in seg['scales'])}"
-                          if list(seg.get("scales") or [1.0]) != [1.0] else "")),
+                       + (f"; each tile at scales {scales_text(seg['scales'])}" if _scaled(seg) else "")),
             ("model load", f"{seg['model_load_s']:.2f} s"),
             ("read PNG", f"{seg['read_s']:.2f} s"),
             ("segment", f"{seg['segment_s']:.2f} s ({seg['segment_mpx_per_s']:.2f} Mpx/s)"

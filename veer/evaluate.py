@@ -716,8 +716,9 @@ def format_table(report: Mapping) -> str:
             f"{m} {v} ({VIEW_NAMES.get(v, 'passes')})" for m, v in views.items()))
     scales = report.get("scales") or {}
     if any(list(v) != [1.0] for v in scales.values()):
-        lines.append("scales per tile: " + ", ".join(
-            f"{m} {' + '.join(f'{x:g}' for x in v)}" for m, v in scales.items()))
+        from veer.infer import scales_text
+
+        lines.append("scales per tile: " + ", ".join(f"{m} {scales_text(v)}" for m, v in scales.items()))
     if not report.get("complete", True):
         lines.append("STOPPED EARLY: the figures cover the samples finished before the stop")
     if data.get("samples_failed"):

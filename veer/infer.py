@@ -399,6 +399,26 @@ def scales_for(scales: Any = None) -> tuple[float, ...]:
     return tuple(values)
 
 
+def scales_text(scales: Sequence[float]) -> str:
+    """Scales as the reports write them: "1 + 1.3"."""
+    return " + ".join(f"{v:g}" for v in scales)
+
+
+def at_scale(probabilities: Callable[[Any], Any], x, s: float):
+    """``probabilities`` (a tensor (B, 1, h, w) -> (B, C, h, w)) of ``x`` enlarged (or shrunk) by
+    ``s`` (bicubic), brought back to ``x``'s size (bilinear, anti-aliased); at 1, of ``x`` itself."""
+    if s == 1.0:
+        return probabilities(x)
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    size = (max(16, round(h * s)), max(16, round(w * s)))
+    xs = F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False,
+                       antialias=s < 1).clamp_(0.0, 1.0)
+    return F.interpolate(probabilities(xs), size=(h, w), mode="bilinear", align_corners=False,
+                         antialias=s > 1)
+
+
 def _as_gray(image: np.ndarray) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
@@ -547,22 +567,7 @@ class Segmenter:
         every view at every scale (a scaled tile's probabilities are brought back to its size)."""
         if self.scales == (1.0,):
             return self._probabilities_views(x)
-        total = None
-        for s in self.scales:
-            p = self._probabilities_views(x) if s == 1.0 else self._probabilities_scaled(x, s)
-            total = p if total is None else total + p
-        return total * (1.0 / len(self.scales))
-
-    def _probabilities_scaled(self, x, s: float):
-        """The views' probabilities of ``x`` enlarged (or shrunk) by ``s``, at ``x``'s size."""
-        import torch.nn.functional as F
-
-        h, w = x.shape[-2:]
-        size = (max(16, round(h * s)), max(16, round(w * s)))
-        xs = F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False,
-                           antialias=s < 1).clamp_(0.0, 1.0)
-        p = self._probabilities_views(xs)
-        return F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False, antialias=s > 1)
+        return sum(at_scale(self._probabilities_views, x, s) for s in self.scales) * (1.0 / len(self.scales))
 
     def _probabilities_views(self, x):
         """float (B, 1, h, w) in [0, 1] -> float32 (B, 3, h, w) probabilities (all views averaged)."""
@@ -894,7 +899,7 @@ def run(args) -> int:
             if args.overlay:
                 written.append(save_png(out / f"{stem}.overlay.png", overlay(scan.gray, result.labels)))
             h, w = scan.shape
-            at = f" at scales {' + '.join(f'{v:g}' for v in seg.scales)}" if seg.scales != (1.0,) else ""
+            at = f" at scales {scales_text(seg.scales)}" if seg.scales != (1.0,) else ""
             print(f"{path}: {w}x{h} px, {result.tiles} tiles{at}, {result.seconds:.1f} s on "
                   f"{result.device} -> {', '.join(str(p) for p in written)}")
         except (ImageReadError, VeerError) as exc:
