@@ -385,6 +385,15 @@ def test_shared_pixels_let_curve2_run_through_dashes_labelled_curve1():
     with pytest.raises(dz.MaskError):
         dz.trace_curves(mask, [TRACK], shared=mixed[:-1])
 
+def test_a_track_outside_the_image_has_no_curves():
+    mask = draw(np.full(H, 100.0))
+    table = dz.trace_curves(mask, [TRACK, dz.Track(W + 50.0, W + 200.0)])
+    far = table[table.track == 1]
+    assert len(far) == H and far[["curve1_x", "curve2_x", "curve1_xu", "curve2_xu"]].isna().all().all()
+    near = table[table.track == 0]["curve1_x"].to_numpy()
+    assert np.nanmedian(np.abs(near - 100.0)) < 1.0
+
+
 def test_stray_pixels_along_the_other_curve_are_no_curve():
     # A track with curve1 only. The segmenter is unsure of a stretch of curve1's edge pixels
     # (shared: traced for both curves) and calls a few scattered pixels beside it curve2: no

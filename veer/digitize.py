@@ -1789,8 +1789,9 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
         inks: dict[str, np.ndarray] = {}
         owns: dict[str, np.ndarray] = {}
         for name in CURVES:
-            if c1 <= c0:
-                xs[name] = (np.full(h, np.nan), np.full(h, np.nan))
+            if c1 <= c0:   # the track lies outside the image: no curve, no ink
+                xs[name] = (np.full(h, np.nan), np.full(h, np.nan), np.zeros(h, bool))
+                inks[name] = owns[name] = np.zeros((h, 0), bool)
                 continue
             band = labels[:, c0:c1]
             m = (band == CURVE_CLASSES[name]) | (band == IGNORE)
@@ -1809,7 +1810,7 @@ def trace_curves(labels: np.ndarray, tracks: Iterable[Any], params: TraceParams 
             both = dict(xs)
             for name, other in zip(CURVES, reversed(CURVES)):
                 xs[name] = _bridge_hidden(both[name], both[other], t, prm)
-        if prm.hidden_sweep > 0 and len(inks) == len(CURVES):
+        if prm.hidden_sweep > 0:
             both = dict(xs)
             for name, other in zip(CURVES, reversed(CURVES)):
                 xs[name] = _follow_hidden_sweep(both[name], both[other], inks[other], c0, t, prm)
