@@ -167,6 +167,26 @@ def test_tiles_have_the_contract_shape_and_mostly_show_curves():
     assert with_curves >= 12
 
 
+def _sweep_rows(m: np.ndarray, min_px: int) -> int:
+    """Rows where curve ink runs across at least ``min_px`` columns (a near-horizontal sweep)."""
+    return int(((m == 1) | (m == 2) | (m == 255)).sum(axis=1).__ge__(min_px).sum())
+
+
+def test_wrap_tiles_show_sweeps_across_the_track():
+    """at_wrap centres the tile on a wrap-around: the curve runs near-horizontally across
+    the track there, which plain tiles rarely show; the stream of plain tiles is unchanged."""
+    wrap = [synth.sample_tile(np.random.default_rng([4, i]), 192, at_wrap=True) for i in range(16)]
+    plain = [synth.sample_tile(np.random.default_rng([4, i]), 192) for i in range(16)]
+    for g, m in wrap:
+        assert g.shape == m.shape == (192, 192) and g.dtype == m.dtype == np.uint8
+        assert set(np.unique(m).tolist()) <= {0, 1, 2, 255}
+    with_sweep = sum(_sweep_rows(m, 60) > 0 for _, m in wrap)
+    plain_sweep = sum(_sweep_rows(m, 60) > 0 for _, m in plain)
+    assert with_sweep >= 13 and with_sweep >= plain_sweep + 5
+    again = synth.sample_tile(np.random.default_rng([4, 0]), 192, at_wrap=True)
+    assert np.array_equal(again[0], wrap[0][0]) and np.array_equal(again[1], wrap[0][1])
+
+
 @pytest.mark.parametrize("style", ["clean", "jpeg_gray", "bilevel_g4", "color"])
 def test_save_load_round_trip(tmp_path, style):
     log = synth.generate_log(8, height=400, width=420, style=style)

@@ -124,6 +124,26 @@ def test_augmentation_keeps_labels_on_their_ink():
         assert g[m == 1].mean() < g[m == 0].mean()   # curve pixels stay darker than paper
 
 
+def test_wrap_tiles_ask_the_sampler_for_sweeps_and_leave_the_plain_stream_alone():
+    asked = []
+
+    def sampler(rng, size, at_wrap=False):
+        asked.append(at_wrap)
+        return toy_tile(rng, size)
+
+    x0, y0 = training_batch(0, 5, 8, 32, toy_tile)
+    x1, y1 = training_batch(0, 5, 8, 32, sampler, wrap_tiles=0.0)
+    assert torch.equal(x0, x1) and torch.equal(y0, y1) and not any(asked)
+    asked.clear()
+    training_batch(0, 5, 64, 32, sampler, wrap_tiles=0.25)
+    assert 6 <= sum(asked) <= 28
+    asked.clear()
+    training_batch(0, 5, 8, 32, sampler, wrap_tiles=1.0)
+    assert all(asked)
+    with pytest.raises(ConfigError, match="--wrap-tiles"):
+        TrainConfig(wrap_tiles=1.5)
+
+
 def test_schedule_and_scores():
     c = cfg(steps=100, warmup=10, lr=1e-3)
     lrs = [lr_at(c, s) for s in range(100)]

@@ -626,8 +626,13 @@ def _dash_split(y0, x0, y1, x1, dash: float, gap: float, phase: float):
 
 def _make_plan(rng: np.random.Generator, look: _Look, H: int, W: int,
                r_lo: int, r_hi: int, *, rc: float | None = None, cc: float | None = None,
-               pick_cols=None) -> _Plan:
-    """Decide one log of H x W px; curve data and items only for page rows [r_lo, r_hi)."""
+               pick_cols=None, force_wrap=None) -> _Plan:
+    """Decide one log of H x W px; curve data and items only for page rows [r_lo, r_hi).
+
+    ``pick_cols(cols)``: told the page's columns, returns the column range the
+    curves are needed for; ``force_wrap(track_index)``: True makes that
+    track's curves run off scale in a few beds (wrap-around).
+    """
     u = rng.uniform
     # header block
     header_rows = 0
@@ -714,6 +719,8 @@ def _make_plan(rng: np.random.Generator, look: _Look, H: int, W: int,
         n_c = 2 if has2 else 1
         want = cols_needed is None or (cx1 + 40 >= cols_needed[0] and cx0 - 40 <= cols_needed[1])
         wrap = (look.wrap and (ti == wrap_track or rng.random() < 0.5)) or (not look.wrap and rng.random() < 0.06)
+        if force_wrap is not None and force_wrap(ti):
+            wrap = True
         # rows where the curves exist
         c_top = log_top + (0 if rng.random() < 0.6 else u(0, 400))
         c_bot = log_bottom - (0 if rng.random() < 0.7 else u(0, 400))
@@ -1705,12 +1712,23 @@ def _meta(plan: _Plan, seed: int) -> dict:
     }
 
 
-def sample_tile(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+WRAP_TILE_REACH = 6   # tile sizes above and below a wrap tile's first place searched for a wrap-around
+
+
+def sample_tile(rng: np.random.Generator, size: int = 256, *, at_wrap: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
     """One training tile: a size x size window of a random virtual log.
 
     Drawn from the same distribution as :func:`generate_log` (styles, layouts,
     scale, degradations). Returns (gray uint8 (size, size), mask uint8 with
     0/1/2 and 255 on overlaps).
+
+    ``at_wrap``: the tile is centred (give or take) on a wrap-around of a
+    curve: one track's curves are made to run off scale in some beds, and the
+    tile shows the near-horizontal sweeps across the track where a reading
+    leaves one border and re-enters at the other. Such sweeps are a few rows
+    of a whole log, often drawn along a depth line, and the models label
+    them worst; ``python -m veer train --wrap-tiles SHARE`` mixes them in.
     """
     size = int(size)
     style_name = _random_style(rng)
@@ -1727,6 +1745,10 @@ def sample_tile(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, 
     else:
         top = int(rng.uniform(0, H - size))
     r_lo, r_hi = top - 48, top + size + 48
+    if at_wrap:
+        # plan rows well around the tile, to find a wrap-around in and move the tile onto it
+        reach = WRAP_TILE_REACH * size
+        r_lo, r_hi = max(-48, r_lo - reach), min(H + 48, r_hi + reach)
     chosen: dict = {}
 
     def pick_cols(cols):
@@ -1736,7 +1758,7 @@ def sample_tile(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, 
         tracks = [c for c in cols if c[0] == "T"]
         depth = [c for c in cols if c[0] == "D"]
         x = rng.random()
-        if x < 0.8 and tracks:
+        if (x < 0.8 or at_wrap) and tracks:
             ti = int(rng.integers(len(tracks)))
             _, x0, x1 = tracks[ti]
             chosen.update(track=ti, on_curve=rng.random() < 0.7, span=(x0, x1))
@@ -1747,8 +1769,21 @@ def sample_tile(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, 
         chosen["span"] = (0.0, float(W))
         return -math.inf, math.inf
 
-    plan = _make_plan(rng, look, H, W, r_lo, r_hi, rc=top + size / 2, pick_cols=pick_cols)
+    force = (lambda ti: ti == chosen.get("track")) if at_wrap else None
+    plan = _make_plan(rng, look, H, W, r_lo, r_hi, rc=top + size / 2, pick_cols=pick_cols,
+                      force_wrap=force)
     cx = rng.uniform(*chosen["span"])
+    if at_wrap and "track" in chosen:
+        tr = plan.tracks[chosen["track"]]
+        events = [cv.ys[1:][np.floor(cv.frac[1:]) != np.floor(cv.frac[:-1])]
+                  for cv in tr.curves if len(cv.ys) >= 2]
+        events = np.concatenate(events) if events else np.zeros(0)
+        lo, hi = max(0, r_lo + 48), min(H - size, r_hi - 48 - size)
+        if events.size and hi >= lo:
+            e = float(events[int(rng.integers(events.size))])
+            top = int(np.clip(round(e - size / 2 + rng.uniform(-0.3, 0.3) * size), lo, hi))
+            plan.rc = top + size / 2
+            chosen["on_curve"] = False      # anywhere across the track: the sweep spans it
     if chosen.get("on_curve"):
         tr = plan.tracks[chosen["track"]]
         live = [cv for cv in tr.curves if len(cv.ys) >= 2]

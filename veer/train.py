@@ -12,6 +12,9 @@ continues exactly where it stopped. The model is initialised from the same
 torch seed too, so the backbones start alike; only the head (3 logits or 1)
 and the loss (:func:`veer.losses.make_loss`) differ. The validation tiles are
 drawn from seeds ``10_000_000 + i``, never used for training.
+``--wrap-tiles SHARE`` centres that share of the tiles on a curve's
+wrap-around sweep (the rows where a reading leaves one border of the track
+and re-enters at the other), which whole logs hold few of.
 
 A run writes to ``--out`` (default ``runs/<name>``): ``checkpoint.pt``
 (model, optimiser, step; for ``--resume``), ``best.pt`` (best validation
@@ -44,7 +47,8 @@ from veer.losses import DEFAULT_CLASS_WEIGHTS, JOINT_LOSSES, binary_target, make
 from veer.model import ModelConfig, build_model, count_parameters, gmac_per_megapixel
 
 VAL_SEED_BASE = 10_000_000
-Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+# sampler(rng, size) -> (gray, mask); with --wrap-tiles it is also called as sampler(rng, size, at_wrap=True)
+Sampler = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 
 # --------------------------------------------------------------------------- config
@@ -71,6 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     val_tiles: int = 48
     scale_jitter: float = 0.15          # tiles are drawn at tile * U(1 - j, 1 + j) and resized
+    wrap_tiles: float = 0.0             # share of tiles centred on a wrap-around sweep (synth.sample_tile(at_wrap=True))
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
     init: str | None = None             # start from these weights (a .pt beside its model card)
 
@@ -91,6 +96,8 @@ class TrainConfig:
             raise ConfigError("--tile must be at least 16 px")
         if not 0 <= self.scale_jitter < 0.5:
             raise ConfigError("--scale-jitter must be in [0, 0.5)")
+        if not 0 <= self.wrap_tiles <= 1:
+            raise ConfigError(f"--wrap-tiles must be a share between 0 and 1, got {self.wrap_tiles}")
         self.class_weights = tuple(float(w) for w in self.class_weights)
         self.model = ModelConfig.from_dict(self.model).to_dict()
 
@@ -136,17 +143,24 @@ def _resize(arr: np.ndarray, size: int, nearest: bool) -> np.ndarray:
 
 
 def augmented_tile(rng: np.random.Generator, tile: int, sampler: Sampler,
-                   scale_jitter: float) -> tuple[np.ndarray, np.ndarray]:
+                   scale_jitter: float, wrap_tiles: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One training tile: float32 gray in [0, 1] and uint8 mask, augmented.
 
     Augmentations keep the classes' meaning: a small scale jitter (nearest
     neighbour for the mask), a horizontal flip (a vertical one would not
     change the classes either, but depth runs downwards on every log), and
     gamma / contrast / brightness changes of the paper and ink.
+
+    ``wrap_tiles``: the share of tiles the sampler centres on a wrap-around
+    sweep (``sampler(rng, size, at_wrap=True)``); at 0 no draw is spent on
+    it, so the tile stream of earlier runs is unchanged.
     """
     scale = 1.0 + rng.uniform(-scale_jitter, scale_jitter) if scale_jitter else 1.0
     src = max(16, int(round(tile * scale)))
-    gray, mask = sampler(rng, src)
+    if wrap_tiles > 0 and rng.random() < wrap_tiles:
+        gray, mask = sampler(rng, src, at_wrap=True)
+    else:
+        gray, mask = sampler(rng, src)
     gray = _resize(np.asarray(gray, np.uint8), tile, nearest=False)
     mask = _resize(np.asarray(mask, np.uint8), tile, nearest=True)
     if rng.random() < 0.5:
@@ -161,10 +175,10 @@ def augmented_tile(rng: np.random.Generator, tile: int, sampler: Sampler,
 
 
 def training_batch(seed: int, step: int, batch: int, tile: int, sampler: Sampler,
-                   scale_jitter: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+                   scale_jitter: float = 0.15, wrap_tiles: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch of ``step``: x float32 (B, 1, T, T), y int64 (B, T, T) three-class masks."""
     rng = np.random.default_rng([int(seed), int(step)])
-    xs, ys = zip(*(augmented_tile(rng, tile, sampler, scale_jitter) for _ in range(batch)))
+    xs, ys = zip(*(augmented_tile(rng, tile, sampler, scale_jitter, wrap_tiles) for _ in range(batch)))
     x = torch.from_numpy(np.stack(xs)).unsqueeze(1)
     y = torch.from_numpy(np.stack(ys).astype(np.int64))
     return x, y
@@ -190,7 +204,7 @@ class _BatchStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for step in range(self.start, self.stop):
             yield training_batch(self.cfg.seed, step, self.cfg.batch, self.cfg.tile,
-                                 self.sampler, self.cfg.scale_jitter)
+                                 self.sampler, self.cfg.scale_jitter, self.cfg.wrap_tiles)
 
 
 def _worker_init(_: int) -> None:
@@ -414,6 +428,7 @@ def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: f
                 "train_seed": cfg.seed,
                 "train_stream": "numpy.random.default_rng([seed, step]) per batch",
                 "validation_seeds": [VAL_SEED_BASE, VAL_SEED_BASE + cfg.val_tiles - 1],
+                "wrap_tiles": cfg.wrap_tiles,
                 "augment": {"hflip": 0.5, "scale_jitter": cfg.scale_jitter,
                             "gamma": [0.7, 1.4], "contrast": [0.75, 1.15], "brightness": [-0.08, 0.06]},
             },
@@ -637,6 +652,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     parser.add_argument("--val-tiles", type=int, default=d.val_tiles)
     parser.add_argument("--scale-jitter", type=float, default=d.scale_jitter)
+    parser.add_argument("--wrap-tiles", type=float, default=d.wrap_tiles, metavar="SHARE",
+                        help="share of training tiles centred on a curve's wrap-around sweep, where the "
+                             "models label worst (default %(default)s)")
     parser.add_argument("--model", type=str, default=None,
                         help='model config as JSON, e.g. \'{"widths": [8, 16, 32, 64, 128]}\'')
     parser.add_argument("--init", type=str, default=None,
@@ -664,7 +682,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        tile=args.tile, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
                        seed=args.seed, loss=args.loss, class_weights=tuple(args.class_weights),
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                       val_tiles=args.val_tiles, scale_jitter=args.scale_jitter, model=model,
+                       val_tiles=args.val_tiles, scale_jitter=args.scale_jitter,
+                       wrap_tiles=args.wrap_tiles, model=model,
                        init=args.init)
 
 
