@@ -250,7 +250,7 @@ src_col, sharp_col = st.columns([3, 2])
 sharper = sharp_col.toggle(
     "Sharper thin strokes", key="sharper",
     help=f"Also runs every tile enlarged {viz.SHARPER_SCALES[-1]:g}x and averages the two answers: on the 30 "
-         "evaluation logs +0.006 F1 for curve1 and +0.007 for curve2 (joint model), for about 2.7 times the time.")
+         "evaluation logs +0.004 F1 for curve1 and +0.007 for curve2 (joint model), for about 2.7 times the time.")
 SCALES = viz.SHARPER_SCALES if sharper else (1.0,)
 if samples:
     source = src_col.radio("Scan", ["Bundled sample", "Upload a scan"], horizontal=True, key="source",

@@ -169,7 +169,8 @@ def test_tiles_have_the_contract_shape_and_mostly_show_curves():
 
 def _sweep_rows(m: np.ndarray, min_px: int) -> int:
     """Rows where curve ink runs across at least ``min_px`` columns (a near-horizontal sweep)."""
-    return int(((m == 1) | (m == 2) | (m == 255)).sum(axis=1).__ge__(min_px).sum())
+    ink = (m == 1) | (m == 2) | (m == 255)
+    return int((ink.sum(axis=1) >= min_px).sum())
 
 
 def test_wrap_tiles_show_sweeps_across_the_track():
