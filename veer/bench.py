@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from veer.errors import VeerError
+from veer.infer import multi_scale, scales_text
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BENCH_JSON = ASSETS / "bench.json"
@@ -166,17 +167,12 @@ def _load_models(mode: str, models_dir: str | None, random_weights: bool):
 # --------------------------------------------------------------------------- child processes
 
 
-def _scaled(seg: dict) -> bool:
-    """Whether the bench ran each tile at scales other than 1 too."""
-    return list(seg.get("scales") or [1.0]) != [1.0]
-
-
 def _cost_parts(seg: dict) -> str:
     """What the compute factor multiplies: 'overlap', 'overlap and views', ..."""
     parts = ["overlap"]
     if seg.get("views", 1) > 1:
         parts.append("views")
-    if _scaled(seg):
+    if multi_scale(seg.get("scales")):
         parts.append("scales")
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
@@ -434,8 +430,6 @@ def _malloc_note(seg: dict) -> str:
 
 
 def table(fig: dict) -> str:
-    from veer.infer import scales_text
-
     rows: list[tuple[str, str]] = []
     seg = fig.get("segment")
     if seg:
@@ -454,7 +448,8 @@ def table(fig: dict) -> str:
                        + (f" ({seg['overlap_factor']:.2f} overlap x {seg['views']} views, "
                           f"{'the mirror too' if seg['views'] == 2 else 'mirrored and upside down too'})"
                           if seg.get("views", 1) > 1 else "")
-                       + (f"; each tile at scales {scales_text(seg['scales'])}" if _scaled(seg) else "")),
+                       + (f"; each tile at scales {scales_text(seg['scales'])}"
+                          if multi_scale(seg.get("scales")) else "")),
             ("model load", f"{seg['model_load_s']:.2f} s"),
             ("read PNG", f"{seg['read_s']:.2f} s"),
             ("segment", f"{seg['segment_s']:.2f} s ({seg['segment_mpx_per_s']:.2f} Mpx/s)"

@@ -49,6 +49,7 @@ import numpy as np
 from veer import __version__
 from veer.classes import CLASS_NAMES, CURVE_CLASSES, IGNORE
 from veer.errors import ConfigError, VeerError
+from veer.infer import multi_scale, scales_text
 from veer.metrics import (
     ConfusionMatrix,
     add_conflict_counts,
@@ -531,7 +532,7 @@ class LabelCache:
             "weights": [str(c.get("sha256", "")) for c in (getattr(seg, "cards", None) or [])],
             "views": self.views,
             # only where other than 1, so labels kept before scales existed stay valid
-            **({"scales": list(self.scales)} if self.scales != (1.0,) else {}),
+            **({"scales": list(self.scales)} if multi_scale(self.scales) else {}),
             "tile": list(getattr(seg, "tile", ()) or ()),
             "overlap": getattr(seg, "overlap", None),
             "kind": type(seg).__name__,
@@ -715,9 +716,7 @@ def format_table(report: Mapping) -> str:
         lines.append("views per tile: " + ", ".join(
             f"{m} {v} ({VIEW_NAMES.get(v, 'passes')})" for m, v in views.items()))
     scales = report.get("scales") or {}
-    if any(list(v) != [1.0] for v in scales.values()):
-        from veer.infer import scales_text
-
+    if any(multi_scale(v) for v in scales.values()):
         lines.append("scales per tile: " + ", ".join(f"{m} {scales_text(v)}" for m, v in scales.items()))
     if not report.get("complete", True):
         lines.append("STOPPED EARLY: the figures cover the samples finished before the stop")

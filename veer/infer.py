@@ -398,6 +398,12 @@ def scales_for(scales: Any = None) -> tuple[float, ...]:
     return tuple(values)
 
 
+def multi_scale(scales: Sequence[float] | None) -> bool:
+    """Whether ``scales`` (a tuple, or a report's list; None: the default) run any tile at a
+    scale other than 1."""
+    return tuple(float(v) for v in (scales or DEFAULT_SCALES)) != DEFAULT_SCALES
+
+
 def scales_text(scales: Sequence[float]) -> str:
     """Scales as the reports write them: "1 + 1.3"."""
     return " + ".join(f"{v:g}" for v in scales)
@@ -564,7 +570,7 @@ class Segmenter:
     def _probabilities(self, x):
         """float (B, 1, h, w) in [0, 1] -> float32 (B, 3, h, w) probabilities, averaged over
         every view at every scale (a scaled tile's probabilities are brought back to its size)."""
-        if self.scales == (1.0,):
+        if not multi_scale(self.scales):
             return self._probabilities_views(x)
         return sum(at_scale(self._probabilities_views, x, s) for s in self.scales) * (1.0 / len(self.scales))
 
@@ -898,7 +904,7 @@ def run(args) -> int:
             if args.overlay:
                 written.append(save_png(out / f"{stem}.overlay.png", overlay(scan.gray, result.labels)))
             h, w = scan.shape
-            at = f" at scales {scales_text(seg.scales)}" if seg.scales != (1.0,) else ""
+            at = f" at scales {scales_text(seg.scales)}" if multi_scale(seg.scales) else ""
             print(f"{path}: {w}x{h} px, {result.tiles} tiles{at}, {result.seconds:.1f} s on "
                   f"{result.device} -> {', '.join(str(p) for p in written)}")
         except (ImageReadError, VeerError) as exc:
