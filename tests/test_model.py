@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from veer.errors import ConfigError
-from veer.model import ModelConfig, build_model, count_parameters, gmac_per_megapixel, to_input
+from veer.model import (ModelConfig, build_model, count_parameters, gmac_per_megapixel, grow_state, grows_from,
+                        to_input)
 
 TINY = {"widths": [8, 8, 16], "blocks": [1, 1], "attn_heads": 2}
 
@@ -73,3 +74,45 @@ def test_config_round_trip_and_errors():
         ModelConfig.from_dict({"depth": 3})
     with pytest.raises(ConfigError):
         build_model(None, 2)
+
+
+@pytest.mark.parametrize("out_channels", [3, 1])
+def test_grown_network_computes_what_the_trained_one_did(out_channels):
+    """More residual blocks, a second transformer layer and refine blocks at full resolution start
+    as the identity: the grown network's logits equal the small one's, and training can move them."""
+    torch.manual_seed(0)
+    small = build_model(TINY, out_channels)
+    for p in small.parameters():                 # a "trained" network: nothing left at its init
+        p.data.add_(0.05 * torch.randn_like(p))
+    small.eval()
+    big_cfg = {**TINY, "blocks": [2, 1], "attn_layers": 2, "head_blocks": 2}
+    big = build_model(big_cfg, out_channels)
+    new = grow_state(big, small.state_dict(), TINY)
+    assert new == ["down.0.2", "attn.1", "refine.0", "refine.1"]
+    big.eval()
+    x = torch.rand(2, 1, 37, 29)
+    with torch.no_grad():
+        assert torch.allclose(small(x), big(x), atol=1e-5)
+    assert count_parameters(big) > count_parameters(small)
+    assert gmac_per_megapixel(big) > gmac_per_megapixel(small)
+    # the new blocks learn: one gradient step changes the output
+    big.train()
+    loss = big(x).square().mean()
+    loss.backward()
+    grads = [float(p.grad.abs().sum()) for n, p in big.named_parameters() if n.startswith("refine.0")]
+    assert max(grads) > 0
+
+
+def test_growth_refused_where_the_network_differs():
+    assert grows_from(TINY, {**TINY, "head_blocks": 1})
+    assert grows_from(TINY, TINY)
+    assert not grows_from(TINY, {**TINY, "widths": [8, 16, 16]})
+    assert not grows_from({**TINY, "blocks": [2, 1]}, TINY)
+    assert not grows_from({**TINY, "head_blocks": 1}, TINY)
+    with pytest.raises(ConfigError, match="cannot grow"):
+        grow_state(build_model(TINY), build_model({**TINY, "widths": [8, 16, 16]}).state_dict(),
+                   {**TINY, "widths": [8, 16, 16]})
+    with pytest.raises(ConfigError, match="head_blocks"):
+        ModelConfig(head_blocks=-1)
+    # an old card without head_blocks reads as none
+    assert ModelConfig.from_dict({"widths": [8, 8, 16], "blocks": [1, 1]}).head_blocks == 0

@@ -212,3 +212,47 @@ def test_init_continues_from_shipped_weights_and_counts_on(tmp_path):
         run(cfg(task="binary", target="curve1", init=str(first / "joint.pt")), tmp_path / "d", tmp_path / "m4")
     with pytest.raises(ConfigError, match="not found"):
         run(cfg(init=str(tmp_path / "nope.pt")), tmp_path / "e", tmp_path / "m5")
+
+
+def test_init_grows_the_network_and_says_so(tmp_path):
+    """--init into a --model with more blocks starts from the trained network's very output
+    (the new blocks are the identity), and the card records what it grew from; a --model
+    that is not a growth of the weights' network is refused with a clear message."""
+    first = tmp_path / "m1"
+    run(cfg(), tmp_path / "a", first)
+    start, _ = load_model("joint", first)
+    grown = {**TINY, "attn_layers": 2, "head_blocks": 1}
+    c = cfg(init=str(first / "joint.pt"), model=grown, seed=1)
+    run(c, tmp_path / "b", tmp_path / "m2", stop_at=0, export=False)
+    from veer.model import build_model
+    net = build_model(grown, 3)
+    net.load_state_dict(weights_of(tmp_path / "b" / "checkpoint.pt"))
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), start.eval()(x), atol=1e-5)
+    run(c, tmp_path / "b", tmp_path / "m2", resume=True)
+    card = load_card("joint", tmp_path / "m2")
+    assert card["training"]["init"]["grown_from"]["head_blocks"] == 0
+    assert card["config"]["head_blocks"] == 1
+    with pytest.raises(ConfigError, match="may only add"):
+        run(cfg(init=str(first / "joint.pt"), model={**TINY, "widths": [8, 16, 16]}), tmp_path / "c", tmp_path / "m3")
+
+
+def test_cli_network_follows_the_init_weights(tmp_path):
+    """`train --init W` trains W's network without repeating it in --model; --model then changes
+    keys of it (here: grows it by a refine block); without --init the default network is used."""
+    import argparse
+
+    from veer.model import ModelConfig
+    from veer.train import add_arguments, config_from_args
+
+    first = tmp_path / "m1"
+    run(cfg(), tmp_path / "a", first)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    init = str(first / "joint.pt")
+    same = config_from_args(parser.parse_args(["--init", init]))
+    assert same.model == ModelConfig.from_dict(TINY).to_dict()
+    grown = config_from_args(parser.parse_args(["--init", init, "--model", '{"head_blocks": 1}']))
+    assert grown.model == ModelConfig.from_dict({**TINY, "head_blocks": 1}).to_dict()
+    assert config_from_args(parser.parse_args([])).model == ModelConfig().to_dict()

@@ -2,14 +2,14 @@
 
 Layout (``levels`` = 4, widths ``(c0, c1, c2, c3, c4)``)::
 
-    full res   stem 3x3 1->c0 ............................ fuse 3x3 c0->c0 -> head 1x1
+    full res   stem 3x3 1->c0 ............................ fuse 3x3 c0->c0 -> refine -> head 1x1
     1/2        down 3x3/2 c0->c1, blocks ......... up + skip, 3x3
     1/4        down 3x3/2 c1->c2, blocks ..... up + skip, 3x3
     1/8        down 3x3/2 c2->c3, blocks . up + skip, 3x3
     1/16       down 3x3/2 c3->c4, blocks, transformer (global self-attention)
 
 The full-resolution path is kept deliberately thin (``c0`` channels, two 3x3
-convolutions) because on a CPU it dominates the cost, yet it must exist: the
+convolutions, plus ``head_blocks``) because on a CPU it dominates the cost, yet it must exist: the
 curves are only 1-6 px wide and a decoder that stops at half resolution blurs
 them. The self-attention at the bottleneck lets every location see the whole
 tile: the rhythm of a dashed trace and the full width of a track.
@@ -17,6 +17,13 @@ tile: the rhythm of a dashed trace and the full width of a track.
 Decoder steps add the upsampled coarse features (projected 1x1 at the coarse
 resolution, which is cheaper) to the skip features and mix them with one 3x3
 convolution. All convolutions are followed by GroupNorm and an activation.
+``head_blocks`` residual 3x3 blocks at full resolution ("refine", none by
+default) can sharpen the strokes' edges for a few per cent more work.
+
+:func:`grow_state` carries a trained network's weights into a deeper one
+(more residual blocks, transformer layers or refine blocks): every new block
+starts as the identity, so the grown network computes exactly what the
+trained one did, and training goes on from there (``train --init``).
 
 The network takes float32 ``(N, 1, H, W)`` = gray / 255 (1.0 = white paper) of
 any height and width: it pads to a multiple of its stride with white and crops
@@ -47,6 +54,7 @@ class ModelConfig:
     mlp_ratio: float = 2.0
     groups: int = 4                                 # GroupNorm groups (fewer where channels are few)
     activation: str = "leaky_relu"                  # leaky_relu | relu | silu | gelu
+    head_blocks: int = 0                            # residual 3x3 blocks at full res before the head
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -56,8 +64,9 @@ class ModelConfig:
         if len(self.blocks) != len(self.widths) - 1:
             raise ConfigError(f"model blocks must have one entry per lower level "
                               f"({len(self.widths) - 1}), got {len(self.blocks)}")
-        if any(w < 1 for w in self.widths) or any(b < 0 for b in self.blocks):
-            raise ConfigError("model widths must be positive and blocks non-negative")
+        self.head_blocks = int(self.head_blocks)
+        if any(w < 1 for w in self.widths) or any(b < 0 for b in self.blocks) or self.head_blocks < 0:
+            raise ConfigError("model widths must be positive and blocks and head_blocks non-negative")
         if self.attn_layers and self.widths[-1] % self.attn_heads:
             raise ConfigError(f"bottleneck width {self.widths[-1]} must be divisible by "
                               f"attn_heads {self.attn_heads}")
@@ -182,6 +191,7 @@ class VeerNet(nn.Module):
         # decoder: level i (coarse) -> level i-1 (fine)
         self.lateral = nn.ModuleList([nn.Conv2d(w[i], w[i - 1], 1) for i in range(len(w) - 1, 0, -1)])
         self.mix = nn.ModuleList([ConvNormAct(w[i - 1], w[i - 1], cfg) for i in range(len(w) - 1, 0, -1)])
+        self.refine = nn.Sequential(*[ResBlock(w[0], cfg) for _ in range(cfg.head_blocks)])
         self.head = nn.Conv2d(w[0], out_channels, 1)
 
     @property
@@ -206,13 +216,69 @@ class VeerNet(nn.Module):
             skip = skips.pop()
             y = F.interpolate(lateral(y), size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = mix(y + skip)
-        y = self.head(y)
+        y = self.head(self.refine(y))
         return y[..., :h, :w]
 
 
 def build_model(config: ModelConfig | Mapping[str, Any] | None = None, out_channels: int = 3) -> VeerNet:
     """A freshly initialised VeerNet (3 logits: joint; 1 logit: binary mask)."""
     return VeerNet(config, out_channels)
+
+
+def grows_from(small: ModelConfig | Mapping[str, Any], big: ModelConfig | Mapping[str, Any]) -> bool:
+    """Whether a network of config ``big`` holds one of config ``small`` plus new blocks only.
+
+    The widths, heads, norm and activation must agree; ``big`` may have more
+    residual blocks per level, transformer layers and refine blocks.
+    """
+    a, b = ModelConfig.from_dict(small), ModelConfig.from_dict(big)
+    same = ("widths", "attn_heads", "mlp_ratio", "groups", "activation")
+    return (all(getattr(a, k) == getattr(b, k) for k in same)
+            and all(x <= y for x, y in zip(a.blocks, b.blocks))
+            and a.attn_layers <= b.attn_layers and a.head_blocks <= b.head_blocks)
+
+
+def _start_as_identity(module: nn.Module) -> None:
+    """Zero the last layer of a new residual branch so that the block passes its input on."""
+    if isinstance(module, ResBlock):
+        norm = module.body[1]
+        nn.init.zeros_(norm.weight)
+        nn.init.zeros_(norm.bias)
+    elif isinstance(module, TransformerBlock):
+        for layer in (module.pos, module.proj, module.mlp[-1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
+def grow_state(model: VeerNet, state: Mapping[str, torch.Tensor], small: ModelConfig | Mapping[str, Any]) -> list[str]:
+    """Load the weights of a trained network of config ``small`` into the deeper ``model``.
+
+    Every block that ``small`` lacks starts as the identity (its residual
+    branch's last layer zeroed; the rest keeps its random initialisation so
+    that training can move it), so ``model`` then computes what the trained
+    network did. Returns the names of the new blocks. Raises
+    :class:`ConfigError` when ``model`` does not grow from ``small``.
+    """
+    small_cfg = ModelConfig.from_dict(small)
+    if not grows_from(small_cfg, model.config):
+        raise ConfigError("the network cannot grow from these weights: widths, heads, norm and activation "
+                          "must be the same, and blocks, attention layers and refine blocks no fewer")
+    new: list[str] = []
+    for i, (a, b) in enumerate(zip(small_cfg.blocks, model.config.blocks)):
+        new += [f"down.{i}.{j + 1}" for j in range(a, b)]      # index 0 is the strided convolution
+    new += [f"attn.{j}" for j in range(small_cfg.attn_layers, model.config.attn_layers)]
+    new += [f"refine.{j}" for j in range(small_cfg.head_blocks, model.config.head_blocks)]
+    for name in new:
+        _start_as_identity(model.get_submodule(name))
+    own = model.state_dict()
+    fresh = {k for k in own if any(k.startswith(n + ".") for n in new)}
+    missing = set(own) - fresh - set(state)
+    unexpected = set(state) - set(own)
+    if missing or unexpected:
+        raise ConfigError(f"the weights do not match their config (missing {sorted(missing)[:3]}, "
+                          f"unexpected {sorted(unexpected)[:3]})")
+    model.load_state_dict({**{k: own[k] for k in fresh}, **dict(state)})
+    return new
 
 
 def to_input(gray: np.ndarray) -> torch.Tensor:

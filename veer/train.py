@@ -44,7 +44,7 @@ import torch
 from veer.classes import CLASS_NAMES, IGNORE
 from veer.errors import ConfigError
 from veer.losses import DEFAULT_CLASS_WEIGHTS, JOINT_LOSSES, binary_target, make_loss
-from veer.model import ModelConfig, build_model, count_parameters, gmac_per_megapixel
+from veer.model import ModelConfig, build_model, count_parameters, gmac_per_megapixel, grow_state, grows_from
 
 VAL_SEED_BASE = 10_000_000
 # sampler(rng, size) -> (gray, mask); with --wrap-tiles it is also called as sampler(rng, size, at_wrap=True)
@@ -371,8 +371,10 @@ def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[
     digest = sha256_file(pt)
     if digest != card.get("sha256"):
         raise ModelFileError(f"{pt}: checksum does not match its model card {card_path.name}")
-    if ModelConfig.from_dict(card.get("config", {})).to_dict() != cfg.model:
-        raise ConfigError(f"--init {pt}: its network ({card_path.name}) differs from this run's --model")
+    small = ModelConfig.from_dict(card.get("config", {}))
+    if small.to_dict() != cfg.model and not grows_from(small, cfg.model):
+        raise ConfigError(f"--init {pt}: its network ({card_path.name}) differs from this run's --model "
+                          f"(a --model may only add residual blocks, attention layers or head_blocks to it)")
     if card.get("task") != cfg.task or card.get("target") != cfg.target:
         raise ConfigError(f"--init {pt}: trained for {card.get('task')} {card.get('target') or ''}".rstrip()
                           + f", not for {cfg.name}")
@@ -383,6 +385,8 @@ def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[
     info = {"file": pt.name, "sha256": digest, "steps": int(prior.get("total_steps", prior.get("steps", 0))),
             "seconds": float(prior.get("total_seconds", prior.get("seconds", 0.0))),
             "command": prior.get("command"), "history": history}
+    if small.to_dict() != cfg.model:
+        info["grown_from"] = small.to_dict()
     return state, info
 
 
@@ -498,7 +502,9 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
     else:
         if resume and progress:
             print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
-        if init is not None:
+        if init is not None and "grown_from" in init:
+            grow_state(model, init_state, init["grown_from"])
+        elif init is not None:
             model.load_state_dict(init_state)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -656,7 +662,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of training tiles centred on a curve's wrap-around sweep, where the "
                              "models label worst (default %(default)s)")
     parser.add_argument("--model", type=str, default=None,
-                        help='model config as JSON, e.g. \'{"widths": [8, 16, 32, 64, 128]}\'')
+                        help='network config as JSON, changing keys of the --init weights\' network (or of the '
+                             'default one), e.g. \'{"widths": [8, 16, 32, 64, 128]}\'; with --init it may only '
+                             'add blocks: "blocks", "attn_layers", "head_blocks" (the new ones start as the identity)')
     parser.add_argument("--init", type=str, default=None,
                         help="start from these weights (a .pt with its model card beside it, e.g. "
                              "assets/models/joint.pt); the card counts the steps on from them")
@@ -671,8 +679,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only export the best weights of the run in --out, then stop")
 
 
+def _init_network(init: str | None) -> dict[str, Any] | None:
+    """The network config on the model card beside ``--init`` weights (None when unreadable:
+    :func:`load_init` then says what is wrong)."""
+    if not init:
+        return None
+    try:
+        card = json.loads(Path(init).with_suffix(".json").read_text())
+        return ModelConfig.from_dict(card.get("config", {})).to_dict()
+    except (OSError, ValueError, TypeError, ConfigError):
+        return None
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    model = ModelConfig().to_dict()
+    # the network of the --init weights (or the default one); --model changes keys of it,
+    # e.g. '{"head_blocks": 2}' grows the shipped network by two refine blocks
+    model = _init_network(args.init) or ModelConfig().to_dict()
     if args.model:
         try:
             model.update(json.loads(args.model))
