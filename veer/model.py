@@ -9,8 +9,8 @@ Layout (``levels`` = 4, widths ``(c0, c1, c2, c3, c4)``)::
     1/16       down 3x3/2 c3->c4, blocks, transformer (global self-attention)
 
 The full-resolution path is kept deliberately thin (``c0`` channels, two 3x3
-convolutions, plus ``head_blocks``) because on a CPU it dominates the cost, yet it must exist: the
-curves are only 1-6 px wide and a decoder that stops at half resolution blurs
+convolutions and the ``head_blocks``) because on a CPU it dominates the cost,
+yet it must exist: the curves are only 1-6 px wide and a decoder that stops at half resolution blurs
 them. The self-attention at the bottleneck lets every location see the whole
 tile: the rhythm of a dashed trace and the full width of a track.
 
@@ -18,7 +18,8 @@ Decoder steps add the upsampled coarse features (projected 1x1 at the coarse
 resolution, which is cheaper) to the skip features and mix them with one 3x3
 convolution. All convolutions are followed by GroupNorm and an activation.
 ``head_blocks`` residual 3x3 blocks at full resolution ("refine", none by
-default) can sharpen the strokes' edges for a few per cent more work.
+default; the shipped networks have two) each add 0.58 GMAC per megapixel at
+``c0`` = 8, about 7 % of the default network's work.
 
 :func:`grow_state` carries a trained network's weights into a deeper one
 (more residual blocks, transformer layers or refine blocks): every new block
