@@ -42,9 +42,10 @@ Scales
     before averaging them in with equal weight. The shipped networks are
     narrow at full resolution, and a stroke one or two pixels wide is easier
     for them drawn a little larger: on the 30 evaluation logs, scales 1 and
-    1.3 gave the joint model curve1 / curve2 F1 0.913 / 0.867 against
-    0.909 / 0.860 with the tile as it is, and tolerant curve2 F1 0.951
-    against 0.948 (earlier weights: 0.911 / 0.864 against 0.905 / 0.857). Chosen on 12 other logs (seeds 21,000,000-21,000,011):
+    1.3 gave the joint model curve1 / curve2 F1 0.915 / 0.871 against
+    0.911 / 0.864 with the tile as it is, and tolerant curve2 F1 0.954
+    against 0.951 (earlier weights: 0.913 / 0.867 against 0.909 / 0.860).
+    Chosen on 12 other logs (seeds 21,000,000-21,000,011):
     1 + 1.2, 1 + 1.3 and 1 + 1.4 were within 0.0015 F1 of each other, 1.4
     alone worse than 1, 0.85 worse still. A scale s costs s squared of a
     pass, so 1 + 1.3 is 2.7 times the network work; the default stays 1,

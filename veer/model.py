@@ -10,8 +10,8 @@ Layout (``levels`` = 4, widths ``(c0, c1, c2, c3, c4)``)::
 
 The full-resolution path is kept deliberately thin (``c0`` channels, two 3x3
 convolutions and the ``head_blocks``) because on a CPU it dominates the cost,
-yet it must exist: the curves are only 1-6 px wide and a decoder that stops at half resolution blurs
-them. The self-attention at the bottleneck lets every location see the whole
+yet it must exist: the curves are only 1-6 px wide and a decoder that stops
+at half resolution blurs them. The self-attention at the bottleneck lets every location see the whole
 tile: the rhythm of a dashed trace and the full width of a track.
 
 Decoder steps add the upsampled coarse features (projected 1x1 at the coarse

@@ -373,7 +373,8 @@ def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[
     if digest != card.get("sha256"):
         raise ModelFileError(f"{pt}: checksum does not match its model card {card_path.name}")
     small = ModelConfig.from_dict(card.get("config", {}))
-    if small.to_dict() != cfg.model and not grows_from(small, cfg.model):
+    grown = small.to_dict() != cfg.model
+    if grown and not grows_from(small, cfg.model):
         raise ConfigError(f"--init {pt}: its network ({card_path.name}) differs from this run's --model "
                           f"(a --model may only add residual blocks, attention layers or head_blocks to it)")
     if card.get("task") != cfg.task or card.get("target") != cfg.target:
@@ -386,7 +387,7 @@ def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[
     info = {"file": pt.name, "sha256": digest, "steps": int(prior.get("total_steps", prior.get("steps", 0))),
             "seconds": float(prior.get("total_seconds", prior.get("seconds", 0.0))),
             "command": prior.get("command"), "history": history}
-    if small.to_dict() != cfg.model:
+    if grown:
         info["grown_from"] = small.to_dict()
     return state, info
 
