@@ -103,15 +103,46 @@ def test_grown_network_computes_what_the_trained_one_did(out_channels):
     assert max(grads) > 0
 
 
+@pytest.mark.parametrize("out_channels", [3, 1])
+def test_widened_network_computes_what_the_trained_one_did(out_channels):
+    """More channels at full resolution (and at a middle level, with a refine block as well):
+    the old channels compute what they did, so the logits are the trained network's; the new
+    channels' outgoing weights start at zero but get gradients, so training can use them."""
+    torch.manual_seed(0)
+    small = build_model(TINY, out_channels)
+    for p in small.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    small.eval()
+    x = torch.rand(2, 1, 37, 29)
+    for widths in ([16, 8, 16], [12, 16, 16]):
+        big = build_model({**TINY, "widths": widths, "head_blocks": 1}, out_channels)
+        changed = grow_state(big, small.state_dict(), TINY)
+        assert changed[0] == "refine.0" and "stem.0.weight" in changed and "head.weight" in changed
+        big.eval()
+        with torch.no_grad():
+            assert torch.allclose(small(x), big(x), atol=1e-5)
+        assert count_parameters(big) > count_parameters(small)
+        assert gmac_per_megapixel(big) > gmac_per_megapixel(small)
+        big.train()
+        big(x).square().mean().backward()
+        new_in = big.head.weight.grad[:, 8:]          # the new full-resolution channels into the head
+        assert float(new_in.abs().sum()) > 0
+        assert float(big.head.weight.detach()[:, 8:].abs().sum()) == 0
+
+
 def test_growth_refused_where_the_network_differs():
     assert grows_from(TINY, {**TINY, "head_blocks": 1})
     assert grows_from(TINY, TINY)
-    assert not grows_from(TINY, {**TINY, "widths": [8, 16, 16]})
+    assert grows_from(TINY, {**TINY, "widths": [16, 8, 16]})       # whole groups of 4 added
+    assert grows_from(ModelConfig(), {"widths": [16, 16, 32, 64, 128]})
+    assert not grows_from(TINY, {**TINY, "widths": [8, 32, 16]})   # groups of 4 would become groups of 8
+    assert not grows_from(TINY, {**TINY, "widths": [8, 8, 32]})    # the bottleneck's layer norms
+    assert not grows_from({**TINY, "widths": [16, 8, 16]}, TINY)   # narrower
     assert not grows_from({**TINY, "blocks": [2, 1]}, TINY)
     assert not grows_from({**TINY, "head_blocks": 1}, TINY)
     with pytest.raises(ConfigError, match="cannot grow"):
-        grow_state(build_model(TINY), build_model({**TINY, "widths": [8, 16, 16]}).state_dict(),
-                   {**TINY, "widths": [8, 16, 16]})
+        grow_state(build_model(TINY), build_model({**TINY, "widths": [8, 8, 32]}).state_dict(),
+                   {**TINY, "widths": [8, 8, 32]})
     with pytest.raises(ConfigError, match="head_blocks"):
         ModelConfig(head_blocks=-1)
     # an old card without head_blocks reads as none

@@ -215,13 +215,14 @@ def test_init_continues_from_shipped_weights_and_counts_on(tmp_path):
 
 
 def test_init_grows_the_network_and_says_so(tmp_path):
-    """--init into a --model with more blocks starts from the trained network's very output
-    (the new blocks are the identity), and the card records what it grew from; a --model
+    """--init into a --model with more blocks and more full-resolution channels starts from the
+    trained network's very output (the new blocks are the identity, the new channels feed
+    nothing yet), and the card records what it grew from; a --model
     that is not a growth of the weights' network is refused with a clear message."""
     first = tmp_path / "m1"
     run(cfg(), tmp_path / "a", first)
     start, _ = load_model("joint", first)
-    grown = {**TINY, "attn_layers": 2, "head_blocks": 1}
+    grown = {**TINY, "widths": [16, 8, 16], "attn_layers": 2, "head_blocks": 1}
     c = cfg(init=str(first / "joint.pt"), model=grown, seed=1)
     run(c, tmp_path / "b", tmp_path / "m2", stop_at=0, export=False)
     from veer.model import build_model
@@ -233,9 +234,10 @@ def test_init_grows_the_network_and_says_so(tmp_path):
     run(c, tmp_path / "b", tmp_path / "m2", resume=True)
     card = load_card("joint", tmp_path / "m2")
     assert card["training"]["init"]["grown_from"]["head_blocks"] == 0
-    assert card["config"]["head_blocks"] == 1
+    assert card["config"]["head_blocks"] == 1 and card["config"]["widths"][0] == 16
+    assert card["training"]["init"]["grown_from"]["widths"][0] == 8
     with pytest.raises(ConfigError, match="may only add"):
-        run(cfg(init=str(first / "joint.pt"), model={**TINY, "widths": [8, 16, 16]}), tmp_path / "c", tmp_path / "m3")
+        run(cfg(init=str(first / "joint.pt"), model={**TINY, "widths": [8, 8, 32]}), tmp_path / "c", tmp_path / "m3")
 
 
 def test_cli_network_follows_the_init_weights(tmp_path):

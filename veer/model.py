@@ -21,10 +21,12 @@ convolution. All convolutions are followed by GroupNorm and an activation.
 default; the shipped networks have two) each add 0.58 GMAC per megapixel at
 ``c0`` = 8, about 7 % of the default network's work.
 
-:func:`grow_state` carries a trained network's weights into a deeper one
-(more residual blocks, transformer layers or refine blocks): every new block
-starts as the identity, so the grown network computes exactly what the
-trained one did, and training goes on from there (``train --init``).
+:func:`grow_state` carries a trained network's weights into a bigger one
+(more residual blocks, transformer layers or refine blocks, or more channels
+below the bottleneck): every new block starts as the identity and every new
+channel feeds nothing the old ones compute, so the grown network computes
+exactly what the trained one did, and training goes on from there
+(``train --init``).
 
 The network takes float32 ``(N, 1, H, W)`` = gray / 255 (1.0 = white paper) of
 any height and width: it pads to a multiple of its stride with white and crops
@@ -226,15 +228,25 @@ def build_model(config: ModelConfig | Mapping[str, Any] | None = None, out_chann
     return VeerNet(config, out_channels)
 
 
-def grows_from(small: ModelConfig | Mapping[str, Any], big: ModelConfig | Mapping[str, Any]) -> bool:
-    """Whether a network of config ``big`` holds one of config ``small`` plus new blocks only.
+def _group_size(channels: int, groups: int) -> int:
+    return channels // _norm(channels, groups).num_groups
 
-    The widths, heads, norm and activation must agree; ``big`` may have more
-    residual blocks per level, transformer layers and refine blocks.
+
+def grows_from(small: ModelConfig | Mapping[str, Any], big: ModelConfig | Mapping[str, Any]) -> bool:
+    """Whether a network of config ``big`` holds one of config ``small`` plus new parts only.
+
+    Heads, norm and activation must agree; ``big`` may have more residual
+    blocks per level, transformer layers and refine blocks, and more channels
+    at any level but the bottleneck (whose width the transformer's layer norms
+    span) as long as every GroupNorm keeps its group size, so that the old
+    channels' groups stay whole and the new channels form groups of their own.
     """
     a, b = ModelConfig.from_dict(small), ModelConfig.from_dict(big)
-    same = ("widths", "attn_heads", "mlp_ratio", "groups", "activation")
-    return (all(getattr(a, k) == getattr(b, k) for k in same)
+    same = ("attn_heads", "mlp_ratio", "groups", "activation")
+    widths_ok = (len(a.widths) == len(b.widths) and a.widths[-1] == b.widths[-1]
+                 and all(x <= y and _group_size(x, a.groups) == _group_size(y, b.groups)
+                         for x, y in zip(a.widths, b.widths)))
+    return (widths_ok and all(getattr(a, k) == getattr(b, k) for k in same)
             and all(x <= y for x, y in zip(a.blocks, b.blocks))
             and a.attn_layers <= b.attn_layers and a.head_blocks <= b.head_blocks)
 
@@ -251,19 +263,39 @@ def _start_as_identity(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
+def _widen(own: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``own`` (a fresh, wider tensor) with ``old`` in its leading slice.
+
+    For a weight whose inputs grew (dimension 1 of a convolution or linear
+    layer) the new inputs' weights into the old outputs are zeroed: the old
+    channels then compute exactly what they did, whatever the new channels
+    hold, while the new channels' own weights keep their random start.
+    """
+    if own.dim() != old.dim() or any(o < n for o, n in zip(own.shape, old.shape)):
+        raise ConfigError(f"a weight of shape {tuple(old.shape)} cannot grow into {tuple(own.shape)}")
+    out = own.clone()
+    out[tuple(slice(0, n) for n in old.shape)] = old
+    if own.dim() >= 2 and own.shape[1] > old.shape[1]:
+        out[:old.shape[0], old.shape[1]:] = 0
+    return out
+
+
 def grow_state(model: VeerNet, state: Mapping[str, torch.Tensor], small: ModelConfig | Mapping[str, Any]) -> list[str]:
-    """Load the weights of a trained network of config ``small`` into the deeper ``model``.
+    """Load the weights of a trained network of config ``small`` into the bigger ``model``.
 
     Every block that ``small`` lacks starts as the identity (its residual
     branch's last layer zeroed; the rest keeps its random initialisation so
-    that training can move it), so ``model`` then computes what the trained
-    network did. Returns the names of the new blocks. Raises
-    :class:`ConfigError` when ``model`` does not grow from ``small``.
+    that training can move it), and every new channel of a wider level feeds
+    nothing the old channels compute (see :func:`_widen`), so ``model`` then
+    computes what the trained network did. Returns the names of the new
+    blocks, then the widened tensors. Raises :class:`ConfigError` when
+    ``model`` does not grow from ``small``.
     """
     small_cfg = ModelConfig.from_dict(small)
     if not grows_from(small_cfg, model.config):
-        raise ConfigError("the network cannot grow from these weights: widths, heads, norm and activation "
-                          "must be the same, and blocks, attention layers and refine blocks no fewer")
+        raise ConfigError("the network cannot grow from these weights: heads, norm, activation and the "
+                          "bottleneck width must be the same, other widths may grow only by whole "
+                          "GroupNorm groups, and blocks, attention layers and refine blocks no fewer")
     new: list[str] = []
     for i, (a, b) in enumerate(zip(small_cfg.blocks, model.config.blocks)):
         new += [f"down.{i}.{j + 1}" for j in range(a, b)]      # index 0 is the strided convolution
@@ -278,8 +310,16 @@ def grow_state(model: VeerNet, state: Mapping[str, torch.Tensor], small: ModelCo
     if missing or unexpected:
         raise ConfigError(f"the weights do not match their config (missing {sorted(missing)[:3]}, "
                           f"unexpected {sorted(unexpected)[:3]})")
-    model.load_state_dict({**{k: own[k] for k in fresh}, **dict(state)})
-    return new
+    loaded = {k: own[k] for k in fresh}
+    widened = []
+    for k, v in state.items():
+        if tuple(v.shape) == tuple(own[k].shape):
+            loaded[k] = v
+        else:
+            loaded[k] = _widen(own[k], v)
+            widened.append(k)
+    model.load_state_dict(loaded)
+    return new + widened
 
 
 def to_input(gray: np.ndarray) -> torch.Tensor:

@@ -376,7 +376,8 @@ def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[
     grown = small.to_dict() != cfg.model
     if grown and not grows_from(small, cfg.model):
         raise ConfigError(f"--init {pt}: its network ({card_path.name}) differs from this run's --model "
-                          f"(a --model may only add residual blocks, attention layers or head_blocks to it)")
+                          f"(a --model may only add residual blocks, attention layers, head_blocks or whole "
+                          f"GroupNorm groups of channels below the bottleneck to it)")
     if card.get("task") != cfg.task or card.get("target") != cfg.target:
         raise ConfigError(f"--init {pt}: trained for {card.get('task')} {card.get('target') or ''}".rstrip()
                           + f", not for {cfg.name}")
@@ -666,7 +667,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=str, default=None,
                         help='network config as JSON, changing keys of the --init weights\' network (or of the '
                              'default one), e.g. \'{"widths": [8, 16, 32, 64, 128]}\'; with --init it may only '
-                             'add blocks: "blocks", "attn_layers", "head_blocks" (the new ones start as the identity)')
+                             'grow the network: more "blocks", "attn_layers", "head_blocks" (the new ones start '
+                             'as the identity) or "widths" below the bottleneck where each GroupNorm keeps its '
+                             'group size, e.g. 8 -> 16 at full resolution (the new channels start feeding nothing)')
     parser.add_argument("--init", type=str, default=None,
                         help="start from these weights (a .pt with its model card beside it, e.g. "
                              "assets/models/joint.pt); the card counts the steps on from them")
@@ -695,7 +698,8 @@ def _init_network(init: str | None) -> dict[str, Any] | None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     # the network of the --init weights (or the default one); --model changes keys of it,
-    # e.g. '{"head_blocks": 2}' grows the shipped network by two refine blocks
+    # e.g. '{"head_blocks": 2}' grows the shipped network by two refine blocks,
+    # '{"widths": [16, 16, 32, 64, 128]}' doubles its full-resolution channels
     model = _init_network(args.init) or ModelConfig().to_dict()
     if args.model:
         try:
