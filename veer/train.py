@@ -61,7 +61,8 @@ class TrainConfig:
     task: str = "joint"                 # joint | binary
     target: str | None = None           # binary only: background | curve1 | curve2
     steps: int = 700                    # a first run; the shipped models then ran 4,000, 3,000, 3,000, 4,000, 2,000, 3,000, 4,000 and 1,500 (--wrap-tiles 0.25) more with --init,
-                                        # then 1,500 and 2,000 (--wrap-tiles 0.25) grown by --model (see README)
+                                        # then 1,500 and 2,000 (--wrap-tiles 0.25) grown by --model, then 1,500
+                                        # and 1,000 widened by --model (see README)
     batch: int = 8
     tile: int = 256
     lr: float = 2e-3
