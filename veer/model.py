@@ -113,11 +113,17 @@ _ACTIVATIONS = {"leaky_relu": _leaky_relu, "relu": lambda: nn.ReLU(inplace=True)
                 "silu": lambda: nn.SiLU(inplace=True), "gelu": nn.GELU}
 
 
-def _norm(channels: int, groups: int) -> nn.GroupNorm:
+def _num_groups(channels: int, groups: int) -> int:
+    """GroupNorm groups for ``channels``: at most ``groups``, at least 4 channels each where
+    there are that many, and a divisor of ``channels``."""
     g = max(1, min(groups, channels // 4 or 1))
     while channels % g:
         g -= 1
-    return nn.GroupNorm(g, channels)
+    return g
+
+
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(_num_groups(channels, groups), channels)
 
 
 class ConvNormAct(nn.Sequential):
@@ -229,7 +235,7 @@ def build_model(config: ModelConfig | Mapping[str, Any] | None = None, out_chann
 
 
 def _group_size(channels: int, groups: int) -> int:
-    return channels // _norm(channels, groups).num_groups
+    return channels // _num_groups(channels, groups)
 
 
 def grows_from(small: ModelConfig | Mapping[str, Any], big: ModelConfig | Mapping[str, Any]) -> bool:
