@@ -76,7 +76,8 @@ def load_upload(name: str, data: bytes, page: int = 0):
 
 def signature(mode: str) -> str:
     """Which weights and scales a pipeline runs with now, for cache keys."""
-    return f"{viz.models_signature(mode)}|scales={','.join(f'{v:g}' for v in SCALES)}"
+    return (f"{viz.models_signature(mode)}|scales={','.join(f'{v:g}' for v in SCALES)}"
+            f"|scale_views={viz.SHARPER_SCALE_VIEWS}")
 
 
 def segment(mode: str, key: str, gray: np.ndarray, bar):
@@ -90,7 +91,7 @@ def segment(mode: str, key: str, gray: np.ndarray, bar):
 
     label = viz.PIPELINE_LABELS[mode]
     bar.progress(0.0, text=f"{label}: loading the model...")
-    seg = get_segmenter(mode, models_dir=viz.MODELS_DIR, scales=SCALES)
+    seg = get_segmenter(mode, models_dir=viz.MODELS_DIR, scales=SCALES, scale_views=viz.SHARPER_SCALE_VIEWS)
 
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"{label}: tile {done} of {total}")

@@ -225,13 +225,13 @@ def test_sharper_strokes_runs_an_enlarged_pass_and_says_so(dashboard, monkeypatc
     real = veer.infer.Segmenter.segment
 
     def spy(self, gray, **kw):
-        asked.append((self.mode, self.scales))
+        asked.append((self.mode, self.scales, self.views_at(1.3)))
         return real(self, gray, **kw)
 
     monkeypatch.setattr(veer.infer.Segmenter, "segment", spy)
     at.toggle(key="sharper").set_value(True).run()
     no_exception(at)
-    assert sorted(asked) == [("joint", viz.SHARPER_SCALES), ("separate", viz.SHARPER_SCALES)]
+    assert sorted(asked) == [("joint", viz.SHARPER_SCALES, 1), ("separate", viz.SHARPER_SCALES, 1)]
     assert "each tile also at 1.3x" in texts(at)
     sharper = scores_table(at)
     assert not sharper["f1"].equals(plain["f1"]), "the enlarged pass changes the labels"

@@ -46,6 +46,9 @@ def test_table_shows_every_figure_and_marks_targets():
     scaled = bench.table({"segment": canned_segment(views=2, scales=[1.0, 1.3], compute_factor=6.9,
                                                     overlap_factor=1.28)})
     assert "each tile at scales 1 + 1.3" in scaled and "x6.90 overlap, views and scales" in scaled
+    fewer = bench.table({"segment": canned_segment(views=2, scales=[1.0, 1.3], scale_views=1, compute_factor=4.7,
+                                                   overlap_factor=1.28)})
+    assert "each tile at scales 1 + 1.3 (1.3 in 1 view)" in fewer
 
 
 def test_run_prints_the_table_and_saves_json(tmp_path, monkeypatch, capsys):
@@ -116,6 +119,13 @@ def test_bench_runs_the_scales_asked_both_ways(tiny_models):
     assert fig["scales"] == [1.0, 1.5] and fig["views"] == 2
     assert fig["compute_factor"] == pytest.approx(fig["overlap_factor"] * 2 * (1 + 1.5 ** 2))
     assert fig["naive"]["tiles_timed"] >= 1 and fig["speedup"] > 0
+    # the enlarged tile in one view: both ways run the same, cheaper passes
+    fewer = bench.bench_segment(log=gray, models_dir=str(tiny_models), tile=64, overlap=0.25, batch=4,
+                                naive_tiles=4, device="cpu", say=lambda _: None, matmul_n=128,
+                                scales=(1.0, 1.5), scale_views=1)
+    assert fewer["scale_views"] == 1
+    assert fewer["compute_factor"] == pytest.approx(fewer["overlap_factor"] * (2 + 1.5 ** 2))
+    assert fewer["naive"]["tiles_timed"] >= 1 and fewer["speedup"] > 0
 
 
 @pytest.mark.slow

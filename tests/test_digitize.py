@@ -749,13 +749,15 @@ def test_digitize_segments_at_the_scales_asked(tmp_path, monkeypatch):
     Image.fromarray(np.full((H, W), 255, np.uint8)).save(tmp_path / "s.png")
     asked = []
 
-    def fake_get_segmenter(mode, device="auto", scales=None, **kw):
-        asked.append((mode, scales))
+    def fake_get_segmenter(mode, device="auto", scales=None, scale_views=None, **kw):
+        asked.append((mode, scales, scale_views))
         return SimpleNamespace(segment=lambda gray: SimpleNamespace(labels=mask, shared=None))
 
     monkeypatch.setattr(veer.infer, "get_segmenter", fake_get_segmenter)
     written = dz.digitize_file(tmp_path / "s.png", tmp_path / "out", tracks=[TRACK], scales=(1.0, 1.3))
-    assert asked == [("joint", (1.0, 1.3))] and written["csv"].exists()
+    assert asked == [("joint", (1.0, 1.3), None)] and written["csv"].exists()
+    dz.digitize_file(tmp_path / "s.png", tmp_path / "out2", tracks=[TRACK], scales=(1.0, 1.3), scale_views=1)
+    assert asked[-1] == ("joint", (1.0, 1.3), 1)
     bad = _run(tmp_path / "s.png", "--out", tmp_path, "--scales", "3")
     assert bad.returncode == 2 and "each scale must lie in" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -223,7 +223,7 @@ def test_a_pipeline_failing_on_a_sample_drops_it_from_every_pipeline(data_dir):
 
 def test_ctrl_c_keeps_a_partial_report(data_dir, tmp_path, monkeypatch, capsys):
     segs = {"joint": FailingOn("joint", 20, KeyboardInterrupt()), "separate": FakeSegmenter("separate")}
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None, scale_views=None: segs[mode])
     out = tmp_path / "partial.json"
     assert main(["evaluate", "--data", str(data_dir), "--out", str(out)]) == 130
     report = json.loads(out.read_text())
@@ -278,7 +278,7 @@ def test_user_errors(tmp_path, data_dir):
 
 def test_cli_writes_report_and_prints_table(data_dir, tmp_path, monkeypatch, capsys):
     segs = _fakes(shift=1)
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None, scale_views=None: segs[mode])
     out = tmp_path / "reports" / "report.json"
     assert main(["evaluate", "--data", str(data_dir), "--out", str(out), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
@@ -296,13 +296,15 @@ def test_cli_writes_report_and_prints_table(data_dir, tmp_path, monkeypatch, cap
     # --no-flip asks for segmenters without the mirror view; --scales for enlarged passes
     asked = []
     monkeypatch.setattr(evaluate, "get_segmenter",
-                        lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None:
-                        asked.append((views, scales)) or segs[mode])
+                        lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None,
+                        scale_views=None: asked.append((views, scales, scale_views)) or segs[mode])
     assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--no-flip", "--no-digitize"]) == 0
     assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--views", "4", "--no-digitize"]) == 0
     assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--no-digitize",
                  "--scales", "1.3,1"]) == 0
-    assert asked == [(1, None), (4, None), (2, (1.0, 1.3))]
+    assert main(["evaluate", "--data", str(data_dir), "--mode", "joint", "--no-digitize",
+                 "--scales", "1,1.3", "--scale-views", "1"]) == 0
+    assert asked == [(1, None, None), (4, None, None), (2, (1.0, 1.3), None), (2, (1.0, 1.3), 1)]
     # a scale out of range is a one-line usage error
     with pytest.raises(SystemExit) as stop:
         main(["evaluate", "--data", str(data_dir), "--scales", "5"])
@@ -333,7 +335,7 @@ def test_cli_generates_logs_into_an_empty_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(synth, "generate_log", fake_generate)
     monkeypatch.setattr(synth, "save_log", fake_save)
     segs = _fakes()
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None, scale_views=None: segs[mode])
     folder = tmp_path / "fresh"
     assert main(["evaluate", "--data", str(folder), "--n", "3", "--seed", "500"]) == 0
     assert made == [500, 501, 502]
@@ -565,6 +567,19 @@ def test_kept_labels_are_not_reused_for_other_weights_or_views(data_dir, tmp_pat
     evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": two_scales}, labels_dir=keep)
     assert two_scales.calls == 2
 
+    # the same scales with the enlarged tiles in one view only are other labels
+    fewer = SharedFake("joint")
+    fewer.scales, fewer.scale_views = (1.0, 1.3), 1
+    report = evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": fewer}, labels_dir=keep)
+    assert fewer.calls == 2
+    assert report["scale_views"] == {"joint": 1} and report["views"] == {"joint": 2}
+    assert "scales per tile: joint 1 + 1.3 (1.3 in 1 view)" in evaluate.format_table(report)
+    # and once kept, they are reused
+    again = SharedFake("joint")
+    again.scales, again.scale_views = (1.0, 1.3), 1
+    evaluate.evaluate_folder(data_dir, modes="joint", segmenters={"joint": again}, labels_dir=keep)
+    assert again.calls == 0
+
 
 def test_a_damaged_kept_label_file_is_computed_again(data_dir, tmp_path):
     keep = tmp_path / "labels"
@@ -587,7 +602,7 @@ def test_a_labels_folder_that_cannot_be_made_is_one_clear_error(data_dir, tmp_pa
 
 def test_cli_keeps_labels_and_says_what_it_reused(data_dir, tmp_path, monkeypatch, capsys):
     segs = {m: SharedFake(m) for m in ("joint", "separate")}
-    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None: segs[mode])
+    monkeypatch.setattr(evaluate, "get_segmenter", lambda mode, device="auto", models_dir=None, flip=True, views=None, scales=None, scale_views=None: segs[mode])
     keep = tmp_path / "keep"
     assert main(["evaluate", "--data", str(data_dir), "--labels", str(keep), "--no-digitize"]) == 0
     assert "0 reused, 4 computed" in capsys.readouterr().out

@@ -234,6 +234,33 @@ def test_several_scales_are_averaged(rng):
                           seg_for(model, tile=64).segment(img).labels)
 
 
+def test_enlarged_scales_may_run_fewer_views(rng):
+    # scale_views=1: the tile as it is in its two views (itself and mirrored), the 1.3x tile once
+    model = LocalNet()
+    img = rng.integers(0, 256, size=(40, 56), dtype=np.uint8)
+    one = seg_for(model, tile=64).segment(img, return_probs=True).probs             # 2 views at 1
+    big1 = seg_for(model, tile=64, flip=False, scales=(1.3,)).segment(img, return_probs=True).probs
+    big2 = seg_for(model, tile=64, scales=(1.3,)).segment(img, return_probs=True).probs
+    assert np.abs(big2 - big1).max() > 1e-3, "the mirror is a second opinion at 1.3 too"
+    mixed = seg_for(model, tile=64, scales="1,1.3", scale_views=1)
+    assert mixed.views == 2 and mixed.scale_views == 1
+    assert (mixed.views_at(1.0), mixed.views_at(1.3)) == (2, 1)
+    assert mixed.passes == pytest.approx(2 + 1.69)
+    got = mixed.segment(img, return_probs=True)
+    assert np.abs(got.probs - (one + big1) / 2).max() < 1e-5
+    # by default every scale runs the same views
+    assert seg_for(model, tile=64, scales="1,1.3").scale_views == 2
+    with pytest.raises(ConfigError, match="views must be one of 1, 2, 4"):
+        seg_for(model, scales="1,1.3", scale_views=3)
+
+
+def test_scales_text_names_fewer_views_at_the_enlarged_scales():
+    assert infer.scales_text((1.0, 1.3)) == "1 + 1.3"
+    assert infer.scales_text((1.0, 1.3), 2, 2) == "1 + 1.3"
+    assert infer.scales_text((1.0, 1.3), 2, 1) == "1 + 1.3 (1.3 in 1 view)"
+    assert infer.scales_text((1.0, 1.2, 1.4), 1, 4) == "1 + 1.2 + 1.4 (1.2, 1.4 in 4 views)"
+
+
 def test_tiled_differs_from_whole_image_only_near_inner_tile_borders(gray):
     model = LocalNet()
     seg = seg_for(model)
@@ -514,8 +541,11 @@ def test_segment_cli_runs_the_scales_asked_and_says_so(tmp_path, models_folder, 
                  "--device", "cpu", "--backend", "torch"]) == 0
     assert main(["segment", str(img), "--out", str(tmp_path / "big"), "--models", str(models_folder),
                  "--device", "cpu", "--backend", "torch", "--scales", "1,1.5"]) == 0
+    assert main(["segment", str(img), "--out", str(tmp_path / "mixed"), "--models", str(models_folder),
+                 "--device", "cpu", "--backend", "torch", "--scales", "1,1.5", "--scale-views", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "scales" not in out[0] and "at scales 1 + 1.5" in out[1]
+    assert "scales" not in out[0] and "at scales 1 + 1.5," in out[1]
+    assert "at scales 1 + 1.5 (1.5 in 1 view)" in out[2]
     plain, big = (np.array(Image.open(tmp_path / d / "log.mask.png")) for d in ("plain", "big"))
     assert plain.shape == big.shape == (70, 50) and set(np.unique(big)) <= {0, 1, 2}
     with pytest.raises(SystemExit) as stop:

@@ -48,6 +48,7 @@ test's figures are merged into it under ``load``, keeping the others).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -202,7 +203,8 @@ def _child_engine(opts: dict) -> dict:
     seg = Segmenter.from_models(opts["mode"], models, opts["device"], tile=opts["tile"],
                                 overlap=opts["overlap"], batch_size=opts.get("batch"),
                                 precision=opts.get("precision") or "auto", views=_views(opts),
-                                scales=opts.get("scales"), backend=opts.get("backend") or "auto")
+                                scales=opts.get("scales"), scale_views=opts.get("scale_views"),
+                                backend=opts.get("backend") or "auto")
     seg.cards = cards
     load_s = time.perf_counter() - t0
     gmac = float(sum(gmac_per_megapixel(m) for m in seg.models))
@@ -227,9 +229,10 @@ def _child_engine(opts: dict) -> dict:
         "tiles": plan.n_tiles, "tile": [plan.tile_h, plan.tile_w], "max_tile": list(seg.tile),
         "overlap": seg.overlap, "batch": seg.batch_size, "band_rows": seg.band_rows,
         # px the network evaluates per image px: the tiles' overlap times the passes per tile
-        # (the views, each at every scale: a scale s costs s^2 of a pass)
+        # (the views at every scale: a scale s costs s^2 of a pass)
         "compute_factor": plan.compute_factor * seg.passes, "overlap_factor": plan.compute_factor,
-        "views": seg.views, "scales": list(seg.scales), "model_load_s": load_s, "read_s": read_s,
+        "views": seg.views, "scales": list(seg.scales), "scale_views": seg.scale_views,
+        "model_load_s": load_s, "read_s": read_s,
         "segment_s": res.seconds, "segment_cpu_s": cpu_s, "write_s": write_s,
         "end_to_end_s": read_s + res.seconds + write_s,
         "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": rss_import, "rss_ready_mb": rss_ready,
@@ -265,7 +268,7 @@ def _child_naive(opts: dict) -> dict:
     seg = Segmenter.from_models(opts["mode"], fast, dev, tile=opts["tile"], overlap=opts["overlap"],
                                 batch_size=opts.get("batch"), precision=opts.get("precision") or "auto",
                                 views=_views(opts), scales=opts.get("scales"),
-                                backend=opts.get("backend") or "auto")
+                                scale_views=opts.get("scale_views"), backend=opts.get("backend") or "auto")
     gray = read_scan(opts["image"], max_pixels=10**9).gray
     H, W = gray.shape
     plan = seg.plan(H, W)
@@ -281,16 +284,17 @@ def _child_naive(opts: dict) -> dict:
                 return torch.softmax(outs[0], 1)
             return torch.sigmoid(torch.cat(outs, 1))
 
-    def views_of(t):
+    def views_of(t, views):
         p = one_view(t)
-        for f in VIEW_FLIPS[1:seg.views]:   # the same views as the engine, one after the other
+        for f in VIEW_FLIPS[1:views]:   # the same views as the engine, one after the other
             p = p + torch.flip(one_view(torch.flip(t, dims=f)), dims=f)
-        return p / seg.views
+        return p / views
 
     def one_tile(y: int, x: int) -> None:
         t = torch.from_numpy(gray[y:y + th, x:x + tw].astype(np.float32) / 255.0)[None, None].to(dev)
         # and at the same scales as the engine, one after the other
-        p = sum(at_scale(views_of, t, s) for s in seg.scales) / len(seg.scales)
+        p = sum(at_scale(functools.partial(views_of, views=seg.views_at(s)), t, s)
+                for s in seg.scales) / len(seg.scales)
         p = p[0].cpu().numpy()
         acc[:, y:y + th, x:x + tw] += p * weight
         wsum[y:y + th, x:x + tw] += weight
@@ -366,7 +370,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                   threads: int | None = None, random_weights: bool = False, seed: int = 0,
                   log=None, say=print, matmul_n: int = 2048, precision: str = "auto",
                   flip: bool = True, backend: str = "auto", views: int | None = None,
-                  scales=None) -> dict:
+                  scales=None, scale_views: int | None = None) -> dict:
     """Engine vs naive on one synthetic log; returns the figures (see the module docstring)."""
     from veer import infer
     from veer.io import save_png
@@ -391,7 +395,7 @@ def bench_segment(*, height: int = LOG_HEIGHT, width: int = LOG_WIDTH, mode: str
                 "batch": batch, "threads": threads, "random_weights": random_weights,
                 "image": image, "out_mask": str(Path(tmp) / "log.mask.png"), "naive_tiles": naive_tiles,
                 "matmul_n": matmul_n, "precision": precision, "flip": bool(flip), "views": views, "backend": backend,
-                "scales": list(infer.scales_for(scales))}
+                "scales": list(infer.scales_for(scales)), "scale_views": scale_views}
         say("segmenting it with the engine (child process) ...")
         eng = _run_child("engine", opts)
         say(f"timing the naive way against the engine on about {naive_tiles} of {eng['tiles']} tiles, "
@@ -448,7 +452,8 @@ def table(fig: dict) -> str:
                        + (f" ({seg['overlap_factor']:.2f} overlap x {seg['views']} views, "
                           f"{'the mirror too' if seg['views'] == 2 else 'mirrored and upside down too'})"
                           if seg.get("views", 1) > 1 else "")
-                       + (f"; each tile at scales {scales_text(seg['scales'])}"
+                       + (f"; each tile at scales "
+                          f"{scales_text(seg['scales'], seg.get('views'), seg.get('scale_views'))}"
                           if multi_scale(seg.get("scales")) else "")),
             ("model load", f"{seg['model_load_s']:.2f} s"),
             ("read PNG", f"{seg['read_s']:.2f} s"),
@@ -550,7 +555,7 @@ def run(args) -> int:
             models_dir=args.models, tile=args.tile, overlap=args.overlap, batch=args.batch,
             naive_tiles=args.naive_tiles, threads=args.threads, random_weights=args.random_weights,
             seed=args.seed, say=say, precision=args.precision, views=args.views, backend=args.backend,
-            scales=args.scales)
+            scales=args.scales, scale_views=args.scale_views)
     if args.what == "load":
         from veer import loadtest
 

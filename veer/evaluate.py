@@ -78,12 +78,12 @@ VIEW_NAMES = {1: "one pass", 2: "with the mirror", 4: "mirrored and upside down 
 
 
 def get_segmenter(mode: str, device: str = "auto", models_dir=None, flip: bool = True,
-                  views: int | None = None, scales=None):
+                  views: int | None = None, scales=None, scale_views: int | None = None):
     """The process-wide cached segmenter of ``mode`` (veer.infer.get_segmenter)."""
     from veer.infer import get_segmenter as _get_segmenter
 
     return _get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views,
-                          scales=scales)
+                          scales=scales, scale_views=scale_views)
 
 
 def find_samples(folder) -> list[Path]:
@@ -302,13 +302,14 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
                     cancel: threading.Event | None = None,
                     keep_partial_on_interrupt: bool = False, truth_curves: bool = False,
                     flip: bool = True, views: int | None = None, labels_dir=None,
-                    scales=None) -> dict:
+                    scales=None, scale_views: int | None = None) -> dict:
     """Evaluate ``modes`` on every sample with truth in ``data_dir``; return the report.
 
     ``progress(done, total, text)`` is called after each (sample, pipeline)
     step. ``segmenters`` maps mode -> an object with ``segment(gray)`` (default:
     :func:`get_segmenter`, with ``views`` passes per tile: default 2, the
-    mirror view, or 1 when ``flip`` is False; and each tile at ``scales``).
+    mirror view, or 1 when ``flip`` is False; and each tile at ``scales``, in
+    ``scale_views`` views at the scales other than 1).
     ``limit`` takes the first K samples. Setting ``cancel`` stops after the
     current step; the report then covers the samples finished so far and has
     ``"complete": False``. With ``labels_dir`` each pipeline's labels are kept
@@ -343,9 +344,10 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
     for mode in modes:
         if mode not in segs:
             segs[mode] = get_segmenter(mode, device=device, models_dir=models_dir, flip=flip, views=views,
-                                       scales=scales)
+                                       scales=scales, scale_views=scale_views)
     views = {m: int(getattr(segs[m], "views", 1)) for m in modes}
     scales = {m: list(getattr(segs[m], "scales", (1.0,)) or (1.0,)) for m in modes}
+    scale_views = {m: int(getattr(segs[m], "scale_views", views[m]) or views[m]) for m in modes}
     caches = {}
     if labels_dir is not None:
         caches = {m: LabelCache(segs[m], m, labels_dir) for m in modes}
@@ -438,6 +440,7 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
         "devices": devices,
         "views": views,
         "scales": scales,
+        "scale_views": scale_views,
         "tolerance_px": int(tol),
         "data": {
             "dir": str(data_dir),
@@ -527,12 +530,16 @@ class LabelCache:
         self.folder = _labels_folder(folder)
         self.views = int(getattr(seg, "views", 1) or 1)
         self.scales = tuple(float(v) for v in (getattr(seg, "scales", None) or (1.0,)))
+        self.scale_views = int(getattr(seg, "scale_views", self.views) or self.views)
         self.key = json.dumps({
             "format": self.FORMAT, "mode": mode,
             "weights": [str(c.get("sha256", "")) for c in (getattr(seg, "cards", None) or [])],
             "views": self.views,
             # only where other than 1, so labels kept before scales existed stay valid
             **({"scales": list(self.scales)} if multi_scale(self.scales) else {}),
+            # likewise only where the enlarged tiles run other views than the tile as it is
+            **({"scale_views": self.scale_views}
+               if multi_scale(self.scales) and self.scale_views != self.views else {}),
             "tile": list(getattr(seg, "tile", ()) or ()),
             "overlap": getattr(seg, "overlap", None),
             "kind": type(seg).__name__,
@@ -717,7 +724,9 @@ def format_table(report: Mapping) -> str:
             f"{m} {v} ({VIEW_NAMES.get(v, 'passes')})" for m, v in views.items()))
     scales = report.get("scales") or {}
     if any(multi_scale(v) for v in scales.values()):
-        lines.append("scales per tile: " + ", ".join(f"{m} {scales_text(v)}" for m, v in scales.items()))
+        sv = report.get("scale_views") or {}
+        lines.append("scales per tile: " + ", ".join(
+            f"{m} {scales_text(v, views.get(m), sv.get(m))}" for m, v in scales.items()))
     if not report.get("complete", True):
         lines.append("STOPPED EARLY: the figures cover the samples finished before the stop")
     if data.get("samples_failed"):
@@ -863,7 +872,7 @@ def run(args: argparse.Namespace) -> int:
     modes = _check_modes(args.mode)
     # load the models before any progress bar, so a missing weight file is one clean line
     segmenters = {m: get_segmenter(m, device=args.device, models_dir=args.models, views=args.views,
-                                   scales=args.scales)
+                                   scales=args.scales, scale_views=args.scale_views)
                   for m in modes}
 
     if args.labels:

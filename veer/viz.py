@@ -50,9 +50,11 @@ VERDICT_COLOR = "#d55e00"
 MUTED = "#9a9a9a"
 
 PIPELINE_LABELS = {"joint": "Joint 3-class model", "separate": "Separate masks, stitched"}
-# The live page's "sharper thin strokes" choice: each tile as it is and enlarged 1.3x
-# (veer.infer's scales; measured in the README's results table).
+# The live page's "sharper thin strokes" choice: each tile as it is (in its two views) and
+# enlarged 1.3x in one view (veer.infer's scales and scale_views; measured in the README's
+# results table).
 SHARPER_SCALES = (1.0, 1.3)
+SHARPER_SCALE_VIEWS = 1
 
 
 # ---------------------------------------------------------------------------
