@@ -250,6 +250,8 @@ def test_enlarged_scales_may_run_fewer_views(rng):
     assert np.abs(got.probs - (one + big1) / 2).max() < 1e-5
     # by default every scale runs the same views
     assert seg_for(model, tile=64, scales="1,1.3").scale_views == 2
+    # and without a scale other than 1 there is no other view count to keep
+    assert seg_for(model, tile=64, scale_views=1).scale_views == 2
     with pytest.raises(ConfigError, match="views must be one of 1, 2, 4"):
         seg_for(model, scales="1,1.3", scale_views=3)
 

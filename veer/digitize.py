@@ -2703,6 +2703,8 @@ def _scales_arg(text: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from veer.infer import VIEW_CHOICES
+
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="scan image(s)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--mode", choices=("joint", "separate"), default="joint",
@@ -2715,7 +2717,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", type=_scales_arg, default=None, metavar="S[,S...]",
                         help="segment each tile at these scales too, averaged (e.g. 1,1.3: better labels, "
                              "so better curves, for 2.7x the segmentation time; default 1)")
-    parser.add_argument("--scale-views", type=int, choices=(1, 2, 4), default=None,
+    parser.add_argument("--scale-views", type=int, choices=VIEW_CHOICES, default=None,
                         help="network passes per tile at the scales other than 1 (default 2, as at 1); "
                              "1: the enlarged tile once, without its mirror (1.85x the network work of "
                              "the default with --scales 1,1.3, against 2.7x)")

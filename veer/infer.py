@@ -408,12 +408,14 @@ def scales_for(scales: Any = None) -> tuple[float, ...]:
     return tuple(values)
 
 
-def scale_views_for(scale_views: int | None, views: int) -> int:
+def scale_views_for(scale_views: int | None, views: int, scales: Sequence[float]) -> int:
     """Network passes per tile at every scale other than 1: ``scale_views`` when given (1, 2 or 4),
-    else ``views`` (the same views at every scale)."""
+    else ``views`` (the same views at every scale). ``views`` too where ``scales`` holds no scale
+    other than 1, for then there is nothing for ``scale_views`` to change."""
     if scale_views is None:
         return int(views)
-    return views_for(True, scale_views)
+    scale_views = views_for(True, scale_views)
+    return scale_views if multi_scale(scales) else int(views)
 
 
 def multi_scale(scales: Sequence[float] | None) -> bool:
@@ -539,7 +541,7 @@ class Segmenter:
         self._views = views_for(flip, views)
         self.flip = self._views > 1
         self.scales = scales_for(scales)
-        self.scale_views = scale_views_for(scale_views, self._views)
+        self.scale_views = scale_views_for(scale_views, self._views, self.scales)
         self.device_name = f"{describe_device(self.device)}, {self.precision}"
         if self._ov is not None:
             self.device_name += f", OpenVINO {self._ov.version}"
@@ -790,8 +792,7 @@ def get_segmenter(mode: str = "joint", device: Any = "auto", models_dir: Any = N
     folder = str(Path(models_dir).resolve()) if models_dir is not None else None
     views = views_for(flip, views)
     scales = scales_for(scales)
-    # without a scale other than 1 there is nothing for scale_views to change
-    scale_views = scale_views_for(scale_views, views) if multi_scale(scales) else views
+    scale_views = scale_views_for(scale_views, views, scales)
     key = (mode, str(dev), folder, views, scales, scale_views, (backend or "auto").lower(),
            os.environ.get("VEER_BACKEND", ""))
     with _CACHE_LOCK:
