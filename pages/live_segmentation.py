@@ -347,7 +347,7 @@ for col, (mode, res) in zip(cols, results.items()):
                help=f"{res.tiles} tiles; {scan.megapixels / max(res.seconds, 1e-9):.2f} Mpx/s")
 device_text = next(iter(results.values())).device
 cols[-1].metric("Device", viz.device_label(device_text), help=device_text)
-cols[-1].caption(device_text + (f"; each tile also at {SCALES[-1]:g}x, in one view" if len(SCALES) > 1 else ""))
+cols[-1].caption(device_text + viz.sharper_caption(SCALES))
 
 # --------------------------------------------------------------------------- display options
 

@@ -232,7 +232,7 @@ def test_sharper_strokes_runs_an_enlarged_pass_and_says_so(dashboard, monkeypatc
     at.toggle(key="sharper").set_value(True).run()
     no_exception(at)
     assert sorted(asked) == [("joint", viz.SHARPER_SCALES, 1), ("separate", viz.SHARPER_SCALES, 1)]
-    assert "each tile also at 1.3x" in texts(at)
+    assert "each tile also at 1.3x, in one view" in texts(at)
     sharper = scores_table(at)
     assert not sharper["f1"].equals(plain["f1"]), "the enlarged pass changes the labels"
     # back to the plain pass: answered from the store, no model runs

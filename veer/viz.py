@@ -57,6 +57,15 @@ SHARPER_SCALES = (1.0, 1.3)
 SHARPER_SCALE_VIEWS = 1
 
 
+def sharper_caption(scales) -> str:
+    """What the live page adds to its device caption for ``scales``: where the tile also runs
+    enlarged, the scale and the views it runs in (:data:`SHARPER_SCALE_VIEWS`); else nothing."""
+    if len(scales) < 2:
+        return ""
+    views = "one view" if SHARPER_SCALE_VIEWS == 1 else f"{SHARPER_SCALE_VIEWS} views"
+    return f"; each tile also at {scales[-1]:g}x, in {views}"
+
+
 # ---------------------------------------------------------------------------
 # Page plumbing
 # ---------------------------------------------------------------------------
