@@ -114,10 +114,11 @@ def test_widened_network_computes_what_the_trained_one_did(out_channels):
         p.data.add_(0.05 * torch.randn_like(p))
     small.eval()
     x = torch.rand(2, 1, 37, 29)
-    for widths in ([16, 8, 16], [12, 16, 16]):
-        big = build_model({**TINY, "widths": widths, "head_blocks": 1}, out_channels)
+    for widths, groups in (([16, 8, 16], 4), ([12, 16, 16], 4), ([8, 12, 16], 6)):
+        big = build_model({**TINY, "widths": widths, "head_blocks": 1, "groups": groups}, out_channels)
         changed = grow_state(big, small.state_dict(), TINY)
-        assert changed[0] == "refine.0" and "stem.0.weight" in changed and "head.weight" in changed
+        assert changed[0] == "refine.0"
+        assert ("stem.0.weight" in changed) == ("head.weight" in changed) == (widths[0] > 8)
         big.eval()
         with torch.no_grad():
             assert torch.allclose(small(x), big(x), atol=1e-5)
@@ -125,9 +126,10 @@ def test_widened_network_computes_what_the_trained_one_did(out_channels):
         assert gmac_per_megapixel(big) > gmac_per_megapixel(small)
         big.train()
         big(x).square().mean().backward()
-        new_in = big.head.weight.grad[:, 8:]          # the new full-resolution channels into the head
-        assert float(new_in.abs().sum()) > 0
-        assert float(big.head.weight.detach()[:, 8:].abs().sum()) == 0
+        # the new channels into the head (full resolution) or into the half-resolution's lateral
+        layer = big.head if widths[0] > 8 else big.lateral[-1]
+        assert float(layer.weight.grad[:, 8:].abs().sum()) > 0
+        assert float(layer.weight.detach()[:, 8:].abs().sum()) == 0
 
 
 def test_growth_refused_where_the_network_differs():
@@ -136,6 +138,11 @@ def test_growth_refused_where_the_network_differs():
     assert grows_from(TINY, {**TINY, "widths": [16, 8, 16]})       # whole groups of 4 added
     assert grows_from(ModelConfig(), {"widths": [16, 16, 32, 64, 128]})
     assert not grows_from(TINY, {**TINY, "widths": [8, 32, 16]})   # groups of 4 would become groups of 8
+    # more groups keep the group sizes when every level below the bottleneck grows alike
+    shipped = {"widths": [16, 16, 32, 64, 128], "blocks": [1, 1, 2, 2], "attn_layers": 2, "head_blocks": 2}
+    assert grows_from(shipped, {**shipped, "widths": [16, 24, 48, 96, 128], "groups": 6})
+    assert not grows_from(shipped, {**shipped, "widths": [16, 24, 48, 96, 128]})        # 6 / 12 / 24 a group
+    assert not grows_from(shipped, {**shipped, "widths": [16, 24, 36, 64, 128], "groups": 6})  # 36: 6 a group
     assert not grows_from(TINY, {**TINY, "widths": [8, 8, 32]})    # the bottleneck's layer norms
     assert not grows_from({**TINY, "widths": [16, 8, 16]}, TINY)   # narrower
     assert not grows_from({**TINY, "blocks": [2, 1]}, TINY)

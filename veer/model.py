@@ -246,9 +246,12 @@ def grows_from(small: ModelConfig | Mapping[str, Any], big: ModelConfig | Mappin
     at any level but the bottleneck (whose width the transformer's layer norms
     span) as long as every GroupNorm keeps its group size, so that the old
     channels' groups stay whole and the new channels form groups of their own.
+    ``big`` may allow more groups for that: 16 channels in 4 groups of 4 grow
+    into 24 in 6 groups of 4 (``groups`` 6), and the other levels keep their
+    group sizes too when every one of them grows by the same factor.
     """
     a, b = ModelConfig.from_dict(small), ModelConfig.from_dict(big)
-    same = ("attn_heads", "mlp_ratio", "groups", "activation")
+    same = ("attn_heads", "mlp_ratio", "activation")
     widths_ok = (len(a.widths) == len(b.widths) and a.widths[-1] == b.widths[-1]
                  and all(x <= y and _group_size(x, a.groups) == _group_size(y, b.groups)
                          for x, y in zip(a.widths, b.widths)))
