@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from veer.losses import (binary_loss, binary_target, joint_loss, lovasz_softmax, make_loss,
-                         soft_dice_loss, tversky_loss)
+from veer.losses import (binary_loss, binary_target, distillation_loss, joint_loss, lovasz_softmax,
+                         make_loss, soft_dice_loss, tversky_loss)
 
 
 def _mask(seed=0, shape=(2, 12, 12)):
@@ -99,3 +99,29 @@ def test_make_loss_rejects_bad_options():
         make_loss("joint", kind="focal")
     with pytest.raises(ConfigError):
         make_loss("panoptic")
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_distillation_is_zero_at_the_teacher_and_pulls_towards_it(channels):
+    """KL(teacher || student): zero where the student answers as the teacher does, positive
+    elsewhere, blind to ignored pixels, and gradient steps bring the student to the teacher."""
+    torch.manual_seed(0)
+    mask = _mask(1)
+    teacher_logits = torch.randn(2, channels, 12, 12) * 2
+    teacher = torch.softmax(teacher_logits, 1) if channels == 3 else torch.sigmoid(teacher_logits)
+    assert abs(float(distillation_loss(teacher_logits, teacher, mask))) < 1e-5
+    student = torch.zeros(2, channels, 12, 12, requires_grad=True)
+    start = float(distillation_loss(student.detach(), teacher, mask))
+    assert start > 0.02
+    # what the student says on ignored pixels does not count
+    other = student.detach().clone()
+    other[:, :, 0, :3] = 9.0
+    assert float(distillation_loss(other, teacher, mask)) == pytest.approx(start, rel=1e-6)
+    opt = torch.optim.Adam([student], lr=0.2)
+    for _ in range(100):
+        opt.zero_grad()
+        distillation_loss(student, teacher, mask).backward()
+        opt.step()
+    assert float(distillation_loss(student.detach(), teacher, mask)) < 0.05 * start
+    with pytest.raises(ValueError, match="shape"):
+        distillation_loss(student, teacher[:, :, :6], mask)

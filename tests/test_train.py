@@ -258,3 +258,45 @@ def test_cli_network_follows_the_init_weights(tmp_path):
     grown = config_from_args(parser.parse_args(["--init", init, "--model", '{"head_blocks": 1}']))
     assert grown.model == ModelConfig.from_dict({**TINY, "head_blocks": 1}).to_dict()
     assert config_from_args(parser.parse_args([])).model == ModelConfig().to_dict()
+
+
+def test_teacher_distils_into_the_run_and_the_card_says_so(tmp_path):
+    """--teacher: the run is pulled towards a trained network's answer (in the views and at the
+    scales given), which changes what it learns; the card records the teacher's checksum, views,
+    scales and weight; a teacher of another task, a missing one or bad options are refused."""
+    from veer.train import Teacher
+
+    first = tmp_path / "m1"
+    run(cfg(steps=4), tmp_path / "a", first)
+    teacher_card = load_card("joint", first)
+    plain = run(cfg(init=str(first / "joint.pt"), seed=1), tmp_path / "p", tmp_path / "mp")
+    c = cfg(init=str(first / "joint.pt"), seed=1, teacher=str(first / "joint.pt"), distill=5.0,
+            teacher_views=4, teacher_scales="1,1.3")
+    taught = run(c, tmp_path / "t", tmp_path / "mt")
+    assert plain.step == taught.step == 3
+    wp, wt = weights_of(tmp_path / "p" / "checkpoint.pt"), weights_of(tmp_path / "t" / "checkpoint.pt")
+    assert not all(torch.equal(wp[k], wt[k]) for k in wp)
+    card = load_card("joint", tmp_path / "mt")["training"]
+    assert card["teacher"] == {"file": "joint.pt", "sha256": teacher_card["sha256"], "views": 4,
+                               "scales": [1.0, 1.3], "weight": 5.0}
+    assert load_card("joint", tmp_path / "mp")["training"]["teacher"] is None
+
+    # in one view at scale 1 the teacher gives its network's own probabilities
+    one = Teacher(first / "joint.pt", cfg(teacher_views=1, teacher_scales="1"), torch.device("cpu"))
+    net, _ = load_model("joint", first)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(one(x), torch.softmax(net.eval()(x), 1), atol=1e-5)
+    four = Teacher(first / "joint.pt", c, torch.device("cpu"))(x)
+    assert four.shape == (2, 3, 32, 32) and torch.allclose(four.sum(1), torch.ones(2, 32, 32), atol=1e-5)
+
+    with pytest.raises(ConfigError, match="not for binary_curve1"):
+        run(cfg(task="binary", target="curve1", teacher=str(first / "joint.pt")), tmp_path / "b", tmp_path / "mb")
+    with pytest.raises(ConfigError, match="not found"):
+        run(cfg(teacher=str(tmp_path / "nope.pt")), tmp_path / "n", tmp_path / "mn")
+    with pytest.raises(ConfigError, match="--distill"):
+        cfg(teacher=str(first / "joint.pt"), distill=0)
+    with pytest.raises(ConfigError, match="--teacher-views"):
+        cfg(teacher_views=3)
+    with pytest.raises(ConfigError, match="scale"):
+        cfg(teacher_scales="1,abc")

@@ -11,6 +11,10 @@ All losses take the *three-class* truth mask, so the joint and the binary
 models are fed the very same data; :func:`make_loss` turns the mask into the
 binary target for a binary model. Pixel weights come from the true class in
 both cases (``class_weights[truth]``), so the weighting is the same too.
+
+``train --teacher`` adds :func:`distillation_loss` to either: the student's
+answer is also pulled towards a teacher's probabilities (KL divergence,
+weighted the same way).
 """
 
 from __future__ import annotations
@@ -167,6 +171,33 @@ def binary_loss(logits: torch.Tensor, target: torch.Tensor, positive: int, *,
     probs = torch.stack([1 - p, p], 1)
     region = soft_dice_loss(probs, btarget, ignore_index)
     return bce + region_weight * region
+
+
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *,
+                      class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS,
+                      ignore_index: int = IGNORE) -> torch.Tensor:
+    """How far a student's answer is from a teacher's: KL(teacher || student) per pixel.
+
+    ``logits`` (B, C, H, W) are the student's: C = 3 (softmax) or 1 (sigmoid,
+    a binary model); ``teacher`` holds probabilities of the same shape. Pixels
+    are weighted as in the hard losses, by ``class_weights`` of the true class
+    (0 where the truth is ``ignore_index``), so that the thin curves are not
+    drowned by the paper, where the two agree anyway. Zero when the student's
+    probabilities equal the teacher's.
+    """
+    if logits.shape != teacher.shape:
+        raise ValueError(f"student {tuple(logits.shape)} and teacher {tuple(teacher.shape)} differ in shape")
+    w = pixel_weights(target, class_weights, ignore_index)
+    t = teacher.float().clamp(1e-6, 1 - 1e-6) if logits.shape[1] == 1 else teacher.float().clamp_min(1e-8)
+    s = logits.float()
+    if s.shape[1] == 1:
+        # binary: KL of two Bernoullis = BCE(student, soft target) - entropy(teacher)
+        t, s = t[:, 0], s[:, 0]
+        entropy = -(t * t.log() + (1 - t) * (1 - t).log())
+        kl = F.binary_cross_entropy_with_logits(s, t, reduction="none") - entropy
+    else:
+        kl = (t * (t.log() - F.log_softmax(s, dim=1))).sum(1)
+    return (kl * w).sum() / w.sum().clamp_min(1e-6)
 
 
 def make_loss(task: str, target: str | None = None, kind: str = "ce_dice",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -80,6 +81,10 @@ class TrainConfig:
     wrap_tiles: float = 0.0             # share of tiles centred on a wrap-around sweep (synth.sample_tile(at_wrap=True))
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
     init: str | None = None             # start from these weights (a .pt beside its model card)
+    teacher: str | None = None          # distil from these weights (a .pt beside its model card) ...
+    distill: float = 1.0                # ... with this weight on the KL term (see Teacher) ...
+    teacher_views: int = 2              # ... run in this many views (1, 2 or 4) ...
+    teacher_scales: tuple[float, ...] = (1.0, 1.3)   # ... at these scales, as the segmenter runs them
 
     def __post_init__(self) -> None:
         if self.task not in ("joint", "binary"):
@@ -102,6 +107,13 @@ class TrainConfig:
             raise ConfigError(f"--wrap-tiles must be a share between 0 and 1, got {self.wrap_tiles}")
         self.class_weights = tuple(float(w) for w in self.class_weights)
         self.model = ModelConfig.from_dict(self.model).to_dict()
+        if not self.distill > 0:
+            raise ConfigError(f"--distill must be a positive weight, got {self.distill}")
+        if self.teacher_views not in (1, 2, 4):
+            raise ConfigError(f"--teacher-views must be 1, 2 or 4, got {self.teacher_views}")
+        from veer.infer import scales_for
+
+        self.teacher_scales = scales_for(self.teacher_scales)
 
     @property
     def name(self) -> str:
@@ -114,6 +126,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["class_weights"] = list(self.class_weights)
+        d["teacher_scales"] = list(self.teacher_scales)
         return d
 
     # the fields that must agree between a checkpoint and a resumed run
@@ -394,6 +407,75 @@ def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[
     return state, info
 
 
+class Teacher:
+    """A trained network's answer on a training batch, for ``train --teacher``.
+
+    It runs as the segmenter does at inference (:func:`veer.infer.at_scale`,
+    :data:`veer.infer.VIEW_FLIPS`): each batch in ``views`` views at every
+    one of ``scales``, probabilities averaged. Those options buy the
+    segmenter accuracy for more network work; distillation teaches the
+    student to give that answer from one pass. Frozen and in eval mode.
+    """
+
+    def __init__(self, path: Path | str, cfg: TrainConfig, device: torch.device):
+        from veer.errors import ModelFileError
+        from veer.weights import sha256_file
+
+        pt = Path(path)
+        card_path = pt.with_suffix(".json")
+        if not pt.exists():
+            raise ConfigError(f"--teacher {pt}: weight file not found")
+        if not card_path.exists():
+            raise ConfigError(f"--teacher {pt}: no model card {card_path.name} beside it")
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"{card_path}: the model card is damaged ({exc})") from None
+        if card.get("task") != cfg.task or card.get("target") != cfg.target:
+            raise ConfigError(f"--teacher {pt}: trained for {card.get('task')} {card.get('target') or ''}".rstrip()
+                              + f", not for {cfg.name}")
+        self.sha256 = sha256_file(pt)
+        if self.sha256 != card.get("sha256"):
+            raise ModelFileError(f"{pt}: checksum does not match its model card {card_path.name}")
+        self.model = build_model(card.get("config", {}), cfg.out_channels)
+        try:
+            self.model.load_state_dict(_load_torch(pt))
+        except RuntimeError as exc:
+            raise ModelFileError(f"{pt}: the weights do not fit the network on {card_path.name} "
+                                 f"({str(exc).splitlines()[0]})") from None
+        self.model.to(device).to(memory_format=torch.channels_last).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.file, self.device = pt.name, device
+        self.views, self.scales = cfg.teacher_views, tuple(cfg.teacher_scales)
+
+    def describe(self, weight: float) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "views": self.views,
+                "scales": list(self.scales), "weight": weight}
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        from veer.device import autocast
+        from veer.infer import VIEW_FLIPS
+
+        flips = VIEW_FLIPS[:self.views]
+        b = x.shape[0]
+        xs = torch.cat([torch.flip(x, dims=f) if f else x for f in flips])
+        with autocast(self.device):
+            logits = self.model(xs.contiguous(memory_format=torch.channels_last)).float()
+        p = torch.softmax(logits, 1) if logits.shape[1] > 1 else torch.sigmoid(logits)
+        total = p[:b].clone()
+        for k, f in enumerate(flips[1:], start=1):
+            total += torch.flip(p[k * b:(k + 1) * b], dims=f)
+        return total / len(flips)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """float (B, 1, H, W) in [0, 1] -> float32 probabilities (B, C, H, W)."""
+        from veer.infer import at_scale
+
+        return sum(at_scale(self._one, x, s) for s in self.scales) / len(self.scales)
+
+
 @dataclass
 class RunState:
     step: int = 0
@@ -405,7 +487,7 @@ class RunState:
 
 def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: float,
           device: torch.device, threads: int, complete: bool,
-          init: dict[str, Any] | None = None) -> dict[str, Any]:
+          init: dict[str, Any] | None = None, teacher: dict[str, Any] | None = None) -> dict[str, Any]:
     prior_steps = init["steps"] if init else 0
     prior_seconds = init["seconds"] if init else 0.0
     return {
@@ -429,6 +511,7 @@ def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: f
             "total_steps": prior_steps + state.best_step,
             "total_seconds": round(prior_seconds + state.seconds, 1),
             "init": {k: v for k, v in init.items() if k != "history"} if init else None,
+            "teacher": teacher,
             "threads": threads,
             "hardware": hardware(device),
             "data": {
@@ -486,6 +569,12 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
     init = None
     if cfg.init:
         init_state, init = load_init(cfg.init, cfg)
+    teacher = Teacher(cfg.teacher, cfg, dev) if cfg.teacher else None
+    distill_loss = None
+    if teacher is not None:
+        from veer.losses import distillation_loss
+
+        distill_loss = functools.partial(distillation_loss, class_weights=cfg.class_weights)
 
     if ckpt_path.exists():
         if not resume:
@@ -526,7 +615,8 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
         write_json(out / "history.json", state.history)
 
     def export_best(val_scores: dict[str, Any], complete: bool) -> None:
-        card = _card(cfg, state, val_scores, model, gmac, dev, threads, complete, init)
+        card = _card(cfg, state, val_scores, model, gmac, dev, threads, complete, init,
+                     teacher.describe(cfg.distill) if teacher is not None else None)
         best = build_model(cfg.model, cfg.out_channels)
         best.load_state_dict(_load_torch(out / "best.pt"))
         write_json(out / "card.json", card)
@@ -552,6 +642,8 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
             with autocast(dev):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
+            if teacher is not None:
+                loss = loss + cfg.distill * distill_loss(logits.float(), teacher(x), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -674,6 +766,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", type=str, default=None,
                         help="start from these weights (a .pt with its model card beside it, e.g. "
                              "assets/models/joint.pt); the card counts the steps on from them")
+    parser.add_argument("--teacher", type=str, default=None,
+                        help="distil: also pull the answers towards these weights' (a .pt with its model card "
+                             "beside it, of the same task), run in --teacher-views views at --teacher-scales")
+    parser.add_argument("--distill", type=float, default=d.distill, metavar="WEIGHT",
+                        help="weight of the teacher's term (KL divergence) next to the loss (default %(default)s)")
+    parser.add_argument("--teacher-views", type=int, choices=(1, 2, 4), default=d.teacher_views,
+                        help="views the teacher averages, as segment --views (default %(default)s)")
+    parser.add_argument("--teacher-scales", type=str, default=",".join(f"{v:g}" for v in d.teacher_scales),
+                        help="scales the teacher runs at, as segment --scales (default %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
@@ -713,7 +814,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                        val_tiles=args.val_tiles, scale_jitter=args.scale_jitter,
                        wrap_tiles=args.wrap_tiles, model=model,
-                       init=args.init)
+                       init=args.init, teacher=args.teacher, distill=args.distill,
+                       teacher_views=args.teacher_views, teacher_scales=args.teacher_scales)
 
 
 def run(args: argparse.Namespace) -> int:
