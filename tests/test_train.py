@@ -292,8 +292,14 @@ def test_teacher_distils_into_the_run_and_the_card_says_so(tmp_path):
 
     with pytest.raises(ConfigError, match="not for binary_curve1"):
         run(cfg(task="binary", target="curve1", teacher=str(first / "joint.pt")), tmp_path / "b", tmp_path / "mb")
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="--teacher .*not found"):
         run(cfg(teacher=str(tmp_path / "nope.pt")), tmp_path / "n", tmp_path / "mn")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "joint.pt").write_bytes((first / "joint.pt").read_bytes()[:-10])
+    (tmp_path / "bad" / "joint.json").write_text((first / "joint.json").read_text())
+    from veer.errors import ModelFileError
+    with pytest.raises(ModelFileError, match="checksum"):
+        run(cfg(teacher=str(tmp_path / "bad" / "joint.pt")), tmp_path / "k", tmp_path / "mk")
     with pytest.raises(ConfigError, match="--distill"):
         cfg(teacher=str(first / "joint.pt"), distill=0)
     with pytest.raises(ConfigError, match="--teacher-views"):

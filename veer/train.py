@@ -362,6 +362,34 @@ def _load_torch(path: Path) -> Any:
                              f"start again without --resume or with another --out") from None
 
 
+def _checked_card(path: Path | str, cfg: TrainConfig, option: str) -> tuple[Path, dict[str, Any], str]:
+    """A weight file named by ``option`` (``--init``, ``--teacher``): its model card and checksum.
+
+    The card (``.json`` beside the ``.pt``) must be readable, its checksum
+    must match the file, and it must be of this run's task and target.
+    """
+    from veer.errors import ModelFileError
+    from veer.weights import sha256_file
+
+    pt = Path(path)
+    card_path = pt.with_suffix(".json")
+    if not pt.exists():
+        raise ConfigError(f"{option} {pt}: weight file not found")
+    if not card_path.exists():
+        raise ConfigError(f"{option} {pt}: no model card {card_path.name} beside it")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{card_path}: the model card is damaged ({exc})") from None
+    digest = sha256_file(pt)
+    if digest != card.get("sha256"):
+        raise ModelFileError(f"{pt}: checksum does not match its model card {card_path.name}")
+    if card.get("task") != cfg.task or card.get("target") != cfg.target:
+        raise ConfigError(f"{option} {pt}: trained for {card.get('task')} {card.get('target') or ''}".rstrip()
+                          + f", not for {cfg.name}")
+    return pt, card, digest
+
+
 def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Weights to start a run from, and what the card should say about them.
 
@@ -370,31 +398,14 @@ def load_init(path: Path | str, cfg: TrainConfig) -> tuple[dict[str, Any], dict[
     must describe the same network, task and target, and its history (when
     present) is carried over so the training curves run on from it.
     """
-    from veer.errors import ModelFileError
-    from veer.weights import sha256_file
-
-    pt = Path(path)
+    pt, card, digest = _checked_card(path, cfg, "--init")
     card_path = pt.with_suffix(".json")
-    if not pt.exists():
-        raise ConfigError(f"--init {pt}: weight file not found")
-    if not card_path.exists():
-        raise ConfigError(f"--init {pt}: no model card {card_path.name} beside it")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{card_path}: the model card is damaged ({exc})") from None
-    digest = sha256_file(pt)
-    if digest != card.get("sha256"):
-        raise ModelFileError(f"{pt}: checksum does not match its model card {card_path.name}")
     small = ModelConfig.from_dict(card.get("config", {}))
     grown = small.to_dict() != cfg.model
     if grown and not grows_from(small, cfg.model):
         raise ConfigError(f"--init {pt}: its network ({card_path.name}) differs from this run's --model "
                           f"(a --model may only add residual blocks, attention layers, head_blocks or whole "
                           f"GroupNorm groups of channels below the bottleneck to it)")
-    if card.get("task") != cfg.task or card.get("target") != cfg.target:
-        raise ConfigError(f"--init {pt}: trained for {card.get('task')} {card.get('target') or ''}".rstrip()
-                          + f", not for {cfg.name}")
     state = _load_torch(pt)
     prior = card.get("training", {})
     hist_path = pt.with_name(pt.stem + ".history.json")
@@ -419,24 +430,9 @@ class Teacher:
 
     def __init__(self, path: Path | str, cfg: TrainConfig, device: torch.device):
         from veer.errors import ModelFileError
-        from veer.weights import sha256_file
 
-        pt = Path(path)
+        pt, card, self.sha256 = _checked_card(path, cfg, "--teacher")
         card_path = pt.with_suffix(".json")
-        if not pt.exists():
-            raise ConfigError(f"--teacher {pt}: weight file not found")
-        if not card_path.exists():
-            raise ConfigError(f"--teacher {pt}: no model card {card_path.name} beside it")
-        try:
-            card = json.loads(card_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelFileError(f"{card_path}: the model card is damaged ({exc})") from None
-        if card.get("task") != cfg.task or card.get("target") != cfg.target:
-            raise ConfigError(f"--teacher {pt}: trained for {card.get('task')} {card.get('target') or ''}".rstrip()
-                              + f", not for {cfg.name}")
-        self.sha256 = sha256_file(pt)
-        if self.sha256 != card.get("sha256"):
-            raise ModelFileError(f"{pt}: checksum does not match its model card {card_path.name}")
         self.model = build_model(card.get("config", {}), cfg.out_channels)
         try:
             self.model.load_state_dict(_load_torch(pt))
