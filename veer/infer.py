@@ -449,6 +449,25 @@ def at_scale(probabilities: Callable[[Any], Any], x, s: float):
                          antialias=s > 1)
 
 
+def views_averaged(probabilities: Callable[[Any], Any], x, views: int):
+    """``probabilities`` of ``x`` (B, 1, h, w) averaged over its first ``views`` :data:`VIEW_FLIPS`.
+
+    The views run as one batch of ``views`` x B; each answer is flipped back
+    before the average. ``train --teacher`` runs its network this way too.
+    """
+    import torch
+
+    if views == 1:
+        return probabilities(x)
+    flips = VIEW_FLIPS[:views]
+    b = x.shape[0]
+    p = probabilities(torch.cat([torch.flip(x, dims=f) if f else x for f in flips]))
+    total = p[:b].clone()
+    for k, f in enumerate(flips[1:], start=1):
+        total += torch.flip(p[k * b:(k + 1) * b], dims=f)
+    return total * (1.0 / views)
+
+
 def _as_gray(image: np.ndarray) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
@@ -608,17 +627,7 @@ class Segmenter:
 
     def _probabilities_views(self, x, views: int):
         """float (B, 1, h, w) in [0, 1] -> float32 (B, 3, h, w) probabilities (``views`` views averaged)."""
-        import torch
-
-        if views == 1:
-            return self._probabilities_one(x)
-        flips = VIEW_FLIPS[:views]
-        b = x.shape[0]
-        p = self._probabilities_one(torch.cat([torch.flip(x, dims=f) if f else x for f in flips]))
-        total = p[:b].clone()
-        for k, f in enumerate(flips[1:], start=1):
-            total += torch.flip(p[k * b:(k + 1) * b], dims=f)
-        return total * (1.0 / views)
+        return views_averaged(self._probabilities_one, x, views)
 
     def _probabilities_one(self, x):
         """One view: float (B, 1, h, w) in [0, 1] -> float32 (B, 3, h, w) probabilities."""

@@ -188,14 +188,14 @@ def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, target: torch
     if logits.shape != teacher.shape:
         raise ValueError(f"student {tuple(logits.shape)} and teacher {tuple(teacher.shape)} differ in shape")
     w = pixel_weights(target, class_weights, ignore_index)
-    t = teacher.float().clamp(1e-6, 1 - 1e-6) if logits.shape[1] == 1 else teacher.float().clamp_min(1e-8)
     s = logits.float()
     if s.shape[1] == 1:
         # binary: KL of two Bernoullis = BCE(student, soft target) - entropy(teacher)
-        t, s = t[:, 0], s[:, 0]
+        t, s = teacher.float()[:, 0].clamp(1e-6, 1 - 1e-6), s[:, 0]
         entropy = -(t * t.log() + (1 - t) * (1 - t).log())
         kl = F.binary_cross_entropy_with_logits(s, t, reduction="none") - entropy
     else:
+        t = teacher.float().clamp_min(1e-8)
         kl = (t * (t.log() - F.log_softmax(s, dim=1))).sum(1)
     return (kl * w).sum() / w.sum().clamp_min(1e-6)
 

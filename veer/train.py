@@ -44,7 +44,7 @@ import torch
 
 from veer.classes import CLASS_NAMES, IGNORE
 from veer.errors import ConfigError
-from veer.losses import DEFAULT_CLASS_WEIGHTS, JOINT_LOSSES, binary_target, make_loss
+from veer.losses import DEFAULT_CLASS_WEIGHTS, JOINT_LOSSES, binary_target, distillation_loss, make_loss
 from veer.model import ModelConfig, build_model, count_parameters, gmac_per_megapixel, grow_state, grows_from
 
 VAL_SEED_BASE = 10_000_000
@@ -450,26 +450,20 @@ class Teacher:
                 "scales": list(self.scales), "weight": weight}
 
     def _one(self, x: torch.Tensor) -> torch.Tensor:
+        """One pass: float (B, 1, H, W) -> float32 probabilities (B, C, H, W)."""
         from veer.device import autocast
-        from veer.infer import VIEW_FLIPS
 
-        flips = VIEW_FLIPS[:self.views]
-        b = x.shape[0]
-        xs = torch.cat([torch.flip(x, dims=f) if f else x for f in flips])
         with autocast(self.device):
-            logits = self.model(xs.contiguous(memory_format=torch.channels_last)).float()
-        p = torch.softmax(logits, 1) if logits.shape[1] > 1 else torch.sigmoid(logits)
-        total = p[:b].clone()
-        for k, f in enumerate(flips[1:], start=1):
-            total += torch.flip(p[k * b:(k + 1) * b], dims=f)
-        return total / len(flips)
+            logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+        return torch.softmax(logits, 1) if logits.shape[1] > 1 else torch.sigmoid(logits)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """float (B, 1, H, W) in [0, 1] -> float32 probabilities (B, C, H, W)."""
-        from veer.infer import at_scale
+        from veer.infer import at_scale, views_averaged
 
-        return sum(at_scale(self._one, x, s) for s in self.scales) / len(self.scales)
+        views = functools.partial(views_averaged, self._one, views=self.views)
+        return sum(at_scale(views, x, s) for s in self.scales) / len(self.scales)
 
 
 @dataclass
@@ -566,11 +560,7 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
     if cfg.init:
         init_state, init = load_init(cfg.init, cfg)
     teacher = Teacher(cfg.teacher, cfg, dev) if cfg.teacher else None
-    distill_loss = None
-    if teacher is not None:
-        from veer.losses import distillation_loss
-
-        distill_loss = functools.partial(distillation_loss, class_weights=cfg.class_weights)
+    teacher_info = teacher.describe(cfg.distill) if teacher is not None else None
 
     if ckpt_path.exists():
         if not resume:
@@ -611,8 +601,7 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
         write_json(out / "history.json", state.history)
 
     def export_best(val_scores: dict[str, Any], complete: bool) -> None:
-        card = _card(cfg, state, val_scores, model, gmac, dev, threads, complete, init,
-                     teacher.describe(cfg.distill) if teacher is not None else None)
+        card = _card(cfg, state, val_scores, model, gmac, dev, threads, complete, init, teacher_info)
         best = build_model(cfg.model, cfg.out_channels)
         best.load_state_dict(_load_torch(out / "best.pt"))
         write_json(out / "card.json", card)
@@ -637,9 +626,11 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
             y = y.to(dev, non_blocking=True)
             with autocast(dev):
                 logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            logits = logits.float()
+            loss = loss_fn(logits, y)
             if teacher is not None:
-                loss = loss + cfg.distill * distill_loss(logits.float(), teacher(x), y)
+                loss = loss + cfg.distill * distillation_loss(logits, teacher(x), y,
+                                                              class_weights=cfg.class_weights)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
