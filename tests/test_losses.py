@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from veer.losses import (binary_loss, binary_target, distillation_loss, joint_loss, lovasz_softmax,
-                         make_loss, soft_dice_loss, tversky_loss)
+                         make_loss, overlap_loss, soft_dice_loss, tversky_loss)
 
 
 def _mask(seed=0, shape=(2, 12, 12)):
@@ -125,3 +125,47 @@ def test_distillation_is_zero_at_the_teacher_and_pulls_towards_it(channels):
     assert float(distillation_loss(student.detach(), teacher, mask)) < 0.05 * start
     with pytest.raises(ValueError, match="shape"):
         distillation_loss(student, teacher[:, :, :6], mask)
+
+
+def test_overlap_term_teaches_both_curves_where_they_overlap():
+    """train --overlap: the pixels marked 255 (the two curves overlap) pull a joint model towards
+    half curve1, half curve2 and a binary model towards its class being there (not background);
+    off (weight 0) they stay ignored, and a batch with no overlap adds nothing."""
+    mask = _mask(2)
+    over = mask == 255
+    logits = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    assert float(joint_loss(logits, mask, overlap=0.0)) == pytest.approx(float(joint_loss(logits, mask)))
+    assert float(overlap_loss(logits, torch.where(over, torch.zeros_like(mask), mask))) == 0.0
+    # joint: least where the overlap pixels say both curves, each at one half
+    both = logits.clone()
+    both[:, :, 0, :3] = torch.tensor([-30.0, 0.0, 0.0])[None, :, None]
+    one = logits.clone()
+    one[:, :, 0, :3] = torch.tensor([-30.0, 30.0, -30.0])[None, :, None]
+    paper = logits.clone()
+    paper[:, :, 0, :3] = torch.tensor([30.0, -30.0, -30.0])[None, :, None]
+    lb, lo, lp = (float(overlap_loss(v, mask)) for v in (both, one, paper))
+    assert lb < lo < lp
+    assert float(joint_loss(both, mask, overlap=1.0)) < float(joint_loss(one, mask, overlap=1.0))
+    # only the overlap pixels count
+    elsewhere = both.clone()
+    elsewhere[:, :, 5:, 5:] = 7.0
+    assert float(overlap_loss(elsewhere, mask)) == pytest.approx(lb, rel=1e-6)
+    # gradient steps on the term alone make curve2 likely there (what the digitiser's shared pixels need)
+    student = torch.zeros(2, 3, 12, 12)
+    student[:, 1] = 3.0
+    student.requires_grad_(True)
+    opt = torch.optim.Adam([student], lr=0.2)
+    for _ in range(60):
+        opt.zero_grad()
+        overlap_loss(student, mask).backward()
+        opt.step()
+    p = torch.softmax(student.detach(), 1)[:, :, 0, :3]
+    assert (p[:, 2] > 0.4).all() and (p[:, 1] > 0.4).all()
+    # binary: a curve's model should say yes there, the background model no
+    yes = torch.where(over, 30.0, 0.0).float()[:, None]
+    for positive, good in ((1, yes), (2, yes), (0, -yes)):
+        assert float(overlap_loss(good, mask, positive)) < 1e-6 < float(overlap_loss(-good, mask, positive))
+        assert float(binary_loss(good[:, 0], mask, positive, overlap=1.0)) < \
+            float(binary_loss(-good[:, 0], mask, positive, overlap=1.0))
+    with pytest.raises(ValueError, match="positive"):
+        overlap_loss(yes, mask)

@@ -306,3 +306,25 @@ def test_teacher_distils_into_the_run_and_the_card_says_so(tmp_path):
         cfg(teacher_views=3)
     with pytest.raises(ConfigError, match="scale"):
         cfg(teacher_scales="1,abc")
+
+
+def test_overlap_term_trains_and_the_card_says_so(tmp_path):
+    """--overlap: tiles whose dashed line crosses a solid one mark the crossing 255; the term
+    changes what is learnt (same seed, other weights), the card records its weight, and a
+    negative weight is refused."""
+    def crossing_tile(rng, size=32, **kw):
+        gray, mask = toy_tile(rng, size)
+        row = mask.shape[0] // 2
+        gray[row - 1:row + 1, :] = 20
+        mask[row - 1:row + 1, :] = np.where(mask[row - 1:row + 1, :] == 2, 255, 1)
+        return gray, mask
+
+    for name, c in (("a", cfg()), ("b", cfg(overlap=2.0))):
+        train(c, tmp_path / name, device="cpu", threads=1, sampler=crossing_tile,
+              models_dir=tmp_path / f"m{name}", progress=False)
+    wa, wb = weights_of(tmp_path / "a" / "checkpoint.pt"), weights_of(tmp_path / "b" / "checkpoint.pt")
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert load_card("joint", tmp_path / "mb")["training"]["config"]["overlap"] == 2.0
+    assert load_card("joint", tmp_path / "ma")["training"]["config"]["overlap"] == 0.0
+    with pytest.raises(ConfigError, match="--overlap"):
+        cfg(overlap=-1.0)

@@ -12,6 +12,11 @@ models are fed the very same data; :func:`make_loss` turns the mask into the
 binary target for a binary model. Pixel weights come from the true class in
 both cases (``class_weights[truth]``), so the weighting is the same too.
 
+``train --overlap W`` adds :func:`overlap_loss`: the pixels a truth mask
+marks 255 are where the two curves overlap, and a model that says so (some
+probability for both curves there) lets the digitiser follow a dashed
+curve where it runs hidden under the solid one.
+
 ``train --teacher`` adds :func:`distillation_loss` to either: the student's
 answer is also pulled towards a teacher's probabilities (KL divergence,
 weighted the same way).
@@ -126,10 +131,42 @@ def lovasz_softmax(probs: torch.Tensor, target: torch.Tensor, ignore_index: int 
     return torch.stack(losses).mean()
 
 
+def overlap_loss(logits: torch.Tensor, target: torch.Tensor, positive: int | None = None,
+                 class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS,
+                 ignore_index: int = IGNORE) -> torch.Tensor:
+    """Pull the answer on the pixels where the two curves overlap towards both curves.
+
+    The hard losses skip those pixels (truth ``ignore_index``): a pixel of
+    both curves has no one right class. Here a 3-logit model's pixel there
+    is pulled towards half curve1, half curve2 (cross-entropy to that soft
+    target, least at p1 = p2 = 0.5); a binary model's towards its positive
+    class when that is a curve (``positive`` 1 or 2) and towards the
+    negative one for a background model. Each such pixel weighs the mean of
+    the two curves' ``class_weights``, and the sum is divided by the weight
+    of the pixels the hard loss counts, so the term adds to the loss on the
+    same scale. Zero when a batch has no overlap.
+    """
+    over = (target == ignore_index).float()
+    denom = pixel_weights(target, class_weights, ignore_index).sum().clamp_min(1e-6)
+    cw = (1.0, 1.0, 1.0) if class_weights is None else tuple(float(v) for v in class_weights)
+    s = logits.float()
+    if s.shape[1] == 1:
+        if positive is None:
+            raise ValueError("a binary model's overlap loss needs its positive class")
+        y = torch.full_like(s[:, 0], 1.0 if positive in (1, 2) else 0.0)
+        nll = F.binary_cross_entropy_with_logits(s[:, 0], y, reduction="none")
+    else:
+        logp = F.log_softmax(s, dim=1)
+        nll = -0.5 * (logp[:, 1] + logp[:, 2])
+    return (nll * over).sum() * (0.5 * (cw[1] + cw[2])) / denom
+
+
 def joint_loss(logits: torch.Tensor, target: torch.Tensor, *, kind: str = "ce_dice",
                class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS,
-               region_weight: float = 1.0, ignore_index: int = IGNORE) -> torch.Tensor:
-    """Loss of a 3-logit model: weighted cross-entropy + a region loss (Dice/Lovasz/Tversky)."""
+               region_weight: float = 1.0, ignore_index: int = IGNORE,
+               overlap: float = 0.0) -> torch.Tensor:
+    """Loss of a 3-logit model: weighted cross-entropy + a region loss (Dice/Lovasz/Tversky),
+    plus ``overlap`` times :func:`overlap_loss` where that is above 0."""
     ce = weighted_cross_entropy(logits, target, class_weights, ignore_index)
     probs = logits.float().softmax(1)
     if kind == "ce_dice":
@@ -140,7 +177,10 @@ def joint_loss(logits: torch.Tensor, target: torch.Tensor, *, kind: str = "ce_di
         region = tversky_loss(probs, target, ignore_index=ignore_index)
     else:
         raise ConfigError(f"unknown joint loss {kind!r}; choose {', '.join(JOINT_LOSSES)}")
-    return ce + region_weight * region
+    out = ce + region_weight * region
+    if overlap > 0:
+        out = out + overlap * overlap_loss(logits, target, None, class_weights, ignore_index)
+    return out
 
 
 def binary_target(mask: torch.Tensor, positive: int, ignore_index: int = IGNORE) -> torch.Tensor:
@@ -151,7 +191,8 @@ def binary_target(mask: torch.Tensor, positive: int, ignore_index: int = IGNORE)
 
 def binary_loss(logits: torch.Tensor, target: torch.Tensor, positive: int, *,
                 class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS,
-                region_weight: float = 1.0, ignore_index: int = IGNORE) -> torch.Tensor:
+                region_weight: float = 1.0, ignore_index: int = IGNORE,
+                overlap: float = 0.0) -> torch.Tensor:
     """Loss of a 1-logit model whose positive class is ``positive``.
 
     ``target`` is the three-class mask; pixel weights are ``class_weights`` of
@@ -170,7 +211,10 @@ def binary_loss(logits: torch.Tensor, target: torch.Tensor, positive: int, *,
     p = torch.sigmoid(logits.float())
     probs = torch.stack([1 - p, p], 1)
     region = soft_dice_loss(probs, btarget, ignore_index)
-    return bce + region_weight * region
+    out = bce + region_weight * region
+    if overlap > 0:
+        out = out + overlap * overlap_loss(logits[:, None], target, positive, class_weights, ignore_index)
+    return out
 
 
 def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *,
@@ -202,15 +246,16 @@ def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, target: torch
 
 def make_loss(task: str, target: str | None = None, kind: str = "ce_dice",
               class_weights: Sequence[float] | None = DEFAULT_CLASS_WEIGHTS,
-              region_weight: float = 1.0) -> LossFn:
-    """``loss(logits, mask3)`` for ``task`` "joint" or "binary" (``target`` a class name)."""
+              region_weight: float = 1.0, overlap: float = 0.0) -> LossFn:
+    """``loss(logits, mask3)`` for ``task`` "joint" or "binary" (``target`` a class name);
+    ``overlap``: weight of :func:`overlap_loss` (0: the overlap is ignored)."""
     if task == "joint":
         if kind not in JOINT_LOSSES:
             raise ConfigError(f"unknown joint loss {kind!r}; choose {', '.join(JOINT_LOSSES)}")
 
         def loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             return joint_loss(logits, mask, kind=kind, class_weights=class_weights,
-                              region_weight=region_weight)
+                              region_weight=region_weight, overlap=overlap)
         return loss
     if task == "binary":
         if target not in CLASS_NAMES:
@@ -219,7 +264,7 @@ def make_loss(task: str, target: str | None = None, kind: str = "ce_dice",
 
         def bloss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             return binary_loss(logits, mask, positive, class_weights=class_weights,
-                               region_weight=region_weight)
+                               region_weight=region_weight, overlap=overlap)
         return bloss
     raise ConfigError(f"unknown task {task!r}; choose joint or binary")
 

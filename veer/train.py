@@ -74,6 +74,7 @@ class TrainConfig:
     loss: str = "ce_dice"               # joint: ce_dice | lovasz | tversky (binary: always BCE + Dice)
     class_weights: tuple[float, ...] = DEFAULT_CLASS_WEIGHTS
     region_weight: float = 1.0
+    overlap: float = 0.0                # weight of losses.overlap_loss (0: overlap pixels ignored, as before)
     eval_every: int = 100
     checkpoint_every: int = 50
     val_tiles: int = 48
@@ -107,6 +108,8 @@ class TrainConfig:
             raise ConfigError(f"--wrap-tiles must be a share between 0 and 1, got {self.wrap_tiles}")
         self.class_weights = tuple(float(w) for w in self.class_weights)
         self.model = ModelConfig.from_dict(self.model).to_dict()
+        if not 0 <= self.overlap < float("inf"):
+            raise ConfigError(f"--overlap must be a weight of 0 or more, got {self.overlap}")
         if not self.distill > 0:
             raise ConfigError(f"--distill must be a positive weight, got {self.distill}")
         if self.teacher_views not in (1, 2, 4):
@@ -554,7 +557,7 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     use_scaler = dev.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    loss_fn = make_loss(cfg.task, cfg.target, cfg.loss, cfg.class_weights, cfg.region_weight)
+    loss_fn = make_loss(cfg.task, cfg.target, cfg.loss, cfg.class_weights, cfg.region_weight, cfg.overlap)
     state = RunState()
     init = None
     if cfg.init:
@@ -737,6 +740,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", choices=JOINT_LOSSES, default=d.loss, help="joint task only")
     parser.add_argument("--class-weights", type=float, nargs=3, default=list(d.class_weights),
                         metavar=("BG", "C1", "C2"))
+    parser.add_argument("--overlap", type=float, default=d.overlap, metavar="WEIGHT",
+                        help="weight of a term that teaches the model the pixels where the two curves overlap "
+                             "(the truth's 255): both curves there, so the digitiser can follow the dashed "
+                             "curve hidden under the solid one (default %(default)s: those pixels ignored)")
     parser.add_argument("--eval-every", type=int, default=d.eval_every)
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     parser.add_argument("--val-tiles", type=int, default=d.val_tiles)
@@ -800,7 +807,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        seed=args.seed, loss=args.loss, class_weights=tuple(args.class_weights),
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                        val_tiles=args.val_tiles, scale_jitter=args.scale_jitter,
-                       wrap_tiles=args.wrap_tiles, model=model,
+                       wrap_tiles=args.wrap_tiles, model=model, overlap=args.overlap,
                        init=args.init, teacher=args.teacher, distill=args.distill,
                        teacher_views=args.teacher_views, teacher_scales=args.teacher_scales)
 
