@@ -974,5 +974,48 @@ def test_a_sweep_hidden_under_the_other_curves_sweep_takes_its_wrap(hidden):
     assert table["curve2_x"].to_numpy()[150] == pytest.approx(82, abs=1.5)
     assert wraps[150] - wraps[50] == (1 if hidden else 0)
     if hidden:  # the rule is what takes it: off, the trace links the two ends directly
-        old = dz.trace_curves(lab, [(0, 199)], dz.TraceParams(hidden_sweep=0))
+        old = dz.trace_curves(lab, [(0, 199)], dz.TraceParams(hidden_sweep=0, wrap_follow=0))
         assert ((old["curve2_xu"] - old["curve2_x"]) / 199).round().to_numpy()[[50, 150]].tolist() == [0, 0]
+
+
+def _dashed(lab: np.ndarray, pts, value: int = 2, on: int = 4, off: int = 3) -> None:
+    """A dashed line: ``_line`` drawn, then the rows of every gap cleared of ``value``."""
+    part = np.zeros_like(lab)
+    _line(part, pts, value)
+    for y in range(lab.shape[0]):
+        if y % (on + off) >= on:
+            part[y] = 0
+    lab[part > 0] = value
+
+
+@pytest.mark.parametrize("case", ["hidden", "direct", "carries_on", "off"])
+def test_the_dashed_curve_takes_the_solid_curves_wrap_where_it_jumps_across_it_unseen(case):
+    """The solid curve runs off the right edge and re-enters at the left; the dashed curve,
+    whose last dash ends a few rows above that sweep and which goes straight down (not
+    heading for the edge), reappears far to the left below it. Its own sweep lay under the
+    solid one's, as at a bed boundary: it takes the solid curve's wrap step, and no position
+    changes, only the wrap count. It does not where its own ink shows a direct path
+    between the two ends, where it carries on in place, or with the rule off."""
+    lab = np.zeros((220, 200), np.uint8)
+    _line(lab, [(0, 100), (99, 100)], 1)
+    lab[100:105, 100:200] = 1
+    lab[105:110, 0:61] = 1
+    _line(lab, [(110, 60), (219, 60)], 1)
+    _dashed(lab, [(0, 130), (91, 130)])
+    if case == "carries_on":
+        _dashed(lab, [(117, 130), (219, 130)])
+    else:
+        _dashed(lab, [(119, 82), (219, 82)])
+    if case == "direct":
+        _line(lab, [(92, 128), (118, 84)], 2)
+    prm = dz.TraceParams(wrap_follow=0) if case == "off" else None
+    table = dz.trace_curves(lab, [(0, 199)], prm)
+    x = table["curve2_x"].to_numpy()
+    wraps = ((table["curve2_xu"] - x) / 199).round().to_numpy()
+    assert x[50] == pytest.approx(130, abs=1.5)
+    assert x[150] == pytest.approx(130 if case == "carries_on" else 82, abs=1.5)
+    assert wraps[150] - wraps[50] == (1 if case == "hidden" else 0)
+    if case == "hidden":   # the same positions as with the rule off: only the wrap count moved
+        off = dz.trace_curves(lab, [(0, 199)], dz.TraceParams(wrap_follow=0))
+        assert np.array_equal(np.isnan(off["curve2_x"].to_numpy()), np.isnan(x))
+        assert np.allclose(off["curve2_x"].to_numpy(), x, equal_nan=True)
