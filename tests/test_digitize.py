@@ -978,16 +978,6 @@ def test_a_sweep_hidden_under_the_other_curves_sweep_takes_its_wrap(hidden):
         assert ((old["curve2_xu"] - old["curve2_x"]) / 199).round().to_numpy()[[50, 150]].tolist() == [0, 0]
 
 
-def _dashed(lab: np.ndarray, pts, value: int = 2, on: int = 4, off: int = 3) -> None:
-    """A dashed line: ``_line`` drawn, then the rows of every gap cleared of ``value``."""
-    part = np.zeros_like(lab)
-    _line(part, pts, value)
-    for y in range(lab.shape[0]):
-        if y % (on + off) >= on:
-            part[y] = 0
-    lab[part > 0] = value
-
-
 @pytest.mark.parametrize("case", ["hidden", "direct", "carries_on", "off"])
 def test_the_dashed_curve_takes_the_solid_curves_wrap_where_it_jumps_across_it_unseen(case):
     """The solid curve runs off the right edge and re-enters at the left; the dashed curve,
@@ -997,15 +987,19 @@ def test_the_dashed_curve_takes_the_solid_curves_wrap_where_it_jumps_across_it_u
     changes, only the wrap count. It does not where its own ink shows a direct path
     between the two ends, where it carries on in place, or with the rule off."""
     lab = np.zeros((220, 200), np.uint8)
+
+    def dashed(y0, x, y1):     # a vertical dashed stroke 3 px wide, dashes of 4 rows and gaps of 3
+        stroke(lab, _dash(np.array([[y0, x, y1, x]], np.float64), 4.0, 3.0), 2, 3.0)
+
     _line(lab, [(0, 100), (99, 100)], 1)
     lab[100:105, 100:200] = 1
     lab[105:110, 0:61] = 1
     _line(lab, [(110, 60), (219, 60)], 1)
-    _dashed(lab, [(0, 130), (91, 130)])
+    dashed(0, 130, 91)
     if case == "carries_on":
-        _dashed(lab, [(117, 130), (219, 130)])
+        dashed(117, 130, 219)
     else:
-        _dashed(lab, [(119, 82), (219, 82)])
+        dashed(119, 82, 219)
     if case == "direct":
         _line(lab, [(92, 128), (118, 84)], 2)
     prm = dz.TraceParams(wrap_follow=0) if case == "off" else None
