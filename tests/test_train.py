@@ -328,3 +328,41 @@ def test_overlap_term_trains_and_the_card_says_so(tmp_path):
     assert load_card("joint", tmp_path / "ma")["training"]["config"]["overlap"] == 0.0
     with pytest.raises(ConfigError, match="--overlap"):
         cfg(overlap=-1.0)
+
+
+def test_ema_keeps_and_exports_the_moving_average_of_the_weights(tmp_path):
+    """--ema DECAY: the run keeps w_avg <- DECAY * w_avg + (1 - DECAY) * w after every step
+    (from the weights after the first step); that average, not the raw weights, is validated,
+    kept as best.pt and exported; it survives an interruption; the card says so."""
+    c = cfg(ema=0.5, steps=2, eval_every=1)
+    run(c, tmp_path / "a", tmp_path / "ma", stop_at=1)
+    w1 = weights_of(tmp_path / "a" / "checkpoint.pt")
+    run(c, tmp_path / "a", tmp_path / "ma", resume=True)
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    w2 = ck["model"]
+    avg = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
+    for k in w2:
+        if w2[k].is_floating_point():
+            assert torch.allclose(avg[k], 0.5 * w1[k] + 0.5 * w2[k], atol=1e-6), k
+    assert any(not torch.equal(avg[k], w2[k]) for k in w2)
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert all(torch.equal(best[k], avg[k]) for k in best)       # the average is what is kept
+    model, card = load_model("joint", tmp_path / "ma")
+    assert all(torch.equal(model.state_dict()[k], avg[k]) for k in best)
+    assert card["training"]["config"]["ema"] == 0.5
+    assert card["training"]["steps"] == 2                        # the run's end, whatever step 1 scored
+    assert "moving average" in card["training"]["schedule"]
+
+    # an uninterrupted run reaches the same average
+    run(c, tmp_path / "b", tmp_path / "mb")
+    again = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["ema"]
+    assert all(torch.equal(again[k], ck["ema"][k]) for k in again)
+    # without --ema the raw weights are kept, as before
+    run(cfg(steps=2, eval_every=2), tmp_path / "c", tmp_path / "mc")
+    plain = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)
+    assert "ema" not in plain
+    assert all(torch.equal(torch.load(tmp_path / "c" / "best.pt", weights_only=True)[k], plain["model"][k])
+               for k in plain["model"])
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError, match="--ema"):
+            cfg(ema=bad)

@@ -63,7 +63,7 @@ class TrainConfig:
     target: str | None = None           # binary only: background | curve1 | curve2
     steps: int = 700                    # a first run; the shipped models then ran 4,000, 3,000, 3,000, 4,000, 2,000, 3,000, 4,000 and 1,500 (--wrap-tiles 0.25) more with --init,
                                         # then 1,500 and 2,000 (--wrap-tiles 0.25) grown by --model, then 1,500
-                                        # and 1,000 widened by --model (see README)
+                                        # and 1,000 widened by --model, then 1,000 with --ema 0.998 (see README)
     batch: int = 8
     tile: int = 256
     lr: float = 2e-3
@@ -75,6 +75,9 @@ class TrainConfig:
     class_weights: tuple[float, ...] = DEFAULT_CLASS_WEIGHTS
     region_weight: float = 1.0
     overlap: float = 0.0                # weight of losses.overlap_loss (0: overlap pixels ignored, as before)
+    ema: float = 0.0                    # decay of an exponential moving average of the weights, which is
+                                        # validated and kept instead of the raw weights, the run's end
+                                        # exported whatever its validation score (0: off)
     eval_every: int = 100
     checkpoint_every: int = 50
     val_tiles: int = 48
@@ -110,6 +113,8 @@ class TrainConfig:
         self.model = ModelConfig.from_dict(self.model).to_dict()
         if not 0 <= self.overlap < float("inf"):
             raise ConfigError(f"--overlap must be a weight of 0 or more, got {self.overlap}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema must be a decay in [0, 1) (0: off), e.g. 0.998, got {self.ema}")
         if not self.distill > 0:
             raise ConfigError(f"--distill must be a positive weight, got {self.distill}")
         if self.teacher_views not in (1, 2, 4):
@@ -497,7 +502,8 @@ def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: f
             "batch": cfg.batch,
             "lr": cfg.lr,
             "weight_decay": cfg.weight_decay,
-            "schedule": f"AdamW, linear warm-up {cfg.warmup} steps, cosine to {cfg.min_lr_ratio} x lr",
+            "schedule": f"AdamW, linear warm-up {cfg.warmup} steps, cosine to {cfg.min_lr_ratio} x lr"
+                        + (f"; weights kept as their moving average (decay {cfg.ema:g} per step)" if cfg.ema else ""),
             "loss": cfg.loss if cfg.task == "joint" else "bce_dice",
             "class_weights": list(cfg.class_weights),
             "seconds": round(state.seconds, 1),
@@ -564,6 +570,7 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
         init_state, init = load_init(cfg.init, cfg)
     teacher = Teacher(cfg.teacher, cfg, dev) if cfg.teacher else None
     teacher_info = teacher.describe(cfg.distill) if teacher is not None else None
+    averaged = None   # with --ema: the moving average of the weights, the model that is validated and kept
 
     if ckpt_path.exists():
         if not resume:
@@ -577,6 +584,9 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
                               f"use the same options to resume, or another --out")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if cfg.ema:
+            averaged = _moving_average(model, cfg.ema)
+            averaged.load_state_dict(ck["ema"])
         if use_scaler and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         rs = json.loads(ck["state"])
@@ -588,6 +598,9 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
             grow_state(model, init_state, init["grown_from"])
         elif init is not None:
             model.load_state_dict(init_state)
+        if cfg.ema:
+            averaged = _moving_average(model, cfg.ema)
+    kept = averaged.module if averaged is not None else model   # the weights validated and exported
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", cfg.to_dict())
@@ -600,6 +613,7 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict() if use_scaler else {},
             "config": json.dumps(cfg.to_dict()), "state": json.dumps(dataclasses.asdict(state)),
+            **({"ema": averaged.state_dict()} if averaged is not None else {}),
         })
         write_json(out / "history.json", state.history)
 
@@ -640,6 +654,8 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             scaler.step(opt)
             scaler.update()
+            if averaged is not None:
+                averaged.update_parameters(model)
             running += float(loss.detach())
             running_n += 1
             state.step = step + 1
@@ -651,16 +667,18 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
 
             is_last = state.step == cfg.steps
             if state.step % cfg.eval_every == 0 or is_last:
-                v = evaluate(model, cfg, val, loss_fn, dev)
+                v = evaluate(kept, cfg, val, loss_fn, dev)
                 row = {"step": state.step, "seconds": round(state.seconds, 1), "loss": running / running_n,
                        "lr": lr, "val_loss": v["loss"], "val_macro_f1": v["macro_f1"],
                        "val": v["per_class"]}
                 state.history.append(row)
                 running, running_n = 0.0, 0
-                improved = v["macro_f1"] > state.best_score
+                # with --ema the run's end is kept: the average over its last steps is the point of
+                # averaging, and the validation tiles are too few to choose between close averages
+                improved = v["macro_f1"] > state.best_score or (bool(cfg.ema) and is_last)
                 if improved:
                     state.best_score, state.best_step = v["macro_f1"], state.step
-                    _save_torch(out / "best.pt", model.state_dict())
+                    _save_torch(out / "best.pt", kept.state_dict())
                 f1s = " ".join(f"{k}={s['f1']:.3f}" for k, s in v["per_class"].items())
                 if progress:
                     bar.write(f"[{cfg.name}] step {state.step} {state.seconds:.0f}s loss {row['loss']:.4f} "
@@ -682,6 +700,16 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
     if state.step == end and not ckpt_path.exists():
         save_checkpoint()
     return state
+
+
+def _moving_average(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights (torch.optim.swa_utils), updated
+    after every optimiser step: w_avg <- decay * w_avg + (1 - decay) * w, starting from the
+    weights after the first step. The networks hold no running statistics (GroupNorm), so
+    averaging the parameters averages the whole model."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def full_history(rows: list[dict[str, Any]], init: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -744,6 +772,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of a term that teaches the model the pixels where the two curves overlap "
                              "(the truth's 255): both curves there, so the digitiser can follow the dashed "
                              "curve hidden under the solid one (default %(default)s: those pixels ignored)")
+    parser.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                        help="keep an exponential moving average of the weights (e.g. 0.998: about the last "
+                             "500 steps) and validate and keep it instead of the raw weights; the average at the "
+                             "run's end is exported, whatever its validation score (default 0: off)")
     parser.add_argument("--eval-every", type=int, default=d.eval_every)
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     parser.add_argument("--val-tiles", type=int, default=d.val_tiles)
@@ -807,7 +839,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        seed=args.seed, loss=args.loss, class_weights=tuple(args.class_weights),
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                        val_tiles=args.val_tiles, scale_jitter=args.scale_jitter,
-                       wrap_tiles=args.wrap_tiles, model=model, overlap=args.overlap,
+                       wrap_tiles=args.wrap_tiles, model=model, overlap=args.overlap, ema=args.ema,
                        init=args.init, teacher=args.teacher, distill=args.distill,
                        teacher_views=args.teacher_views, teacher_scales=args.teacher_scales)
 
