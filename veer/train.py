@@ -683,7 +683,7 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
                 if progress:
                     bar.write(f"[{cfg.name}] step {state.step} {state.seconds:.0f}s loss {row['loss']:.4f} "
                               f"val {v['loss']:.4f} F1 {f1s} macro {v['macro_f1']:.4f}"
-                              f"{' (best, exported)' if improved and export else ''}")
+                              f"{(' (kept, exported)' if cfg.ema else ' (best, exported)') if improved and export else ''}")
                 save_checkpoint()
                 if improved:
                     export_best(v, complete=is_last)
@@ -854,6 +854,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     state = train(cfg, out, resume=args.resume, device=args.device, threads=args.threads,
                   workers=args.workers, export=not args.no_export, models_dir=args.models_dir)
-    print(f"{cfg.name}: {state.step} steps in {state.seconds:.0f} s; best validation macro F1 "
-          f"{state.best_score:.4f} at step {state.best_step}; run folder {out}")
+    kept = "the moving average at the run's end" if cfg.ema else "best"
+    print(f"{cfg.name}: {state.step} steps in {state.seconds:.0f} s; kept weights ({kept}): validation "
+          f"macro F1 {state.best_score:.4f} at step {state.best_step}; run folder {out}")
     return 0
