@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from veer.errors import ConfigError
-from veer.train import (TrainConfig, augmented_tile, confusion_counts, lr_at, scores, train,
-                        training_batch, validation_set)
+from veer.train import (TrainConfig, augmented_tile, batch_stream, confusion_counts, default_workers, lr_at,
+                        scores, train, training_batch, validation_set)
 from veer.weights import load_card, load_history, load_model
 
 TINY = {"widths": [8, 8, 16], "blocks": [1, 1], "attn_heads": 2}
@@ -104,6 +104,29 @@ def test_every_task_sees_the_same_data():
     assert torch.equal(x1, x2) and torch.equal(y1, y2) and not torch.equal(x1, x3)
     assert x1.shape == (3, 1, 32, 32) and y1.dtype == torch.int64
     assert set(torch.unique(y1).tolist()) <= {0, 1, 2, 255}
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_data_workers_make_the_same_batches_in_step_order(tmp_path):
+    """--workers N spreads the batches over N processes; the run sees exactly what one process makes."""
+    c = cfg(batch=3, wrap_tiles=0.0)
+    inline = list(batch_stream(c, 5, 12, toy_tile, 0))
+    spread = list(batch_stream(c, 5, 12, toy_tile, 3))            # 7 steps: not a multiple of 3
+    assert len(inline) == len(spread) == 7
+    for step, ((xa, ya), (xb, yb)) in enumerate(zip(inline, spread), start=5):
+        x, y = training_batch(c.seed, step, 3, 32, toy_tile)
+        assert torch.equal(xa, x) and torch.equal(ya, y)
+        assert torch.equal(xb, x) and torch.equal(yb, y)
+    assert len(list(batch_stream(c, 3, 4, toy_tile, 8))) == 1       # more workers than steps
+
+    run(cfg(), tmp_path / "a", tmp_path / "m1", workers=0)
+    run(cfg(), tmp_path / "b", tmp_path / "m2", workers=2)
+    wa, wb = weights_of(tmp_path / "a" / "checkpoint.pt"), weights_of(tmp_path / "b" / "checkpoint.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ConfigError, match="--workers"):
+        run(cfg(), tmp_path / "c", tmp_path / "m3", workers=-1)
+    assert not (tmp_path / "c").exists()
+    assert default_workers("cpu") == 0 and 1 <= default_workers("cuda") <= 15
 
 
 def test_validation_tiles_are_fixed_and_not_training_tiles():
