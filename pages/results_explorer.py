@@ -163,6 +163,11 @@ d2.download_button("Averages (CSV)", viz.frame_csv(means), file_name="veer_means
                    on_click="ignore", key="dl_means")
 
 if report is not None:
+    spread = viz.intervals_frame(report)
+    if not spread.empty:
+        st.subheader("How much the figures hang on the logs drawn")
+        viz.show_table(st, spread)
+        st.caption(viz.INTERVALS_CAPTION)
     st.header("Per sample")
     per_sample = viz.samples_frame(report)
     viz.show_table(st, per_sample)

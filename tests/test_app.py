@@ -356,15 +356,29 @@ def test_results_explorer_shows_histories_comparison_and_bench_note(dashboard):
 
 
 @pytest.mark.slow
-def test_results_explorer_runs_an_evaluation_on_the_bundled_samples(dashboard):
+def test_results_explorer_runs_an_evaluation_on_the_bundled_samples(dashboard, tiny_sample, tmp_path, monkeypatch):
+    import shutil
+
+    from veer.synth import generate_log, save_log
+
+    folder = tmp_path / "two_logs"                      # two logs, so the spread over the logs can be drawn
+    folder.mkdir()
+    for f in tiny_sample.parent.glob("tiny*"):
+        shutil.copy(f, folder / f.name)
+    save_log(generate_log(8, height=256, width=288, style=None), folder, "second")
+    monkeypatch.setattr(viz, "SAMPLES_DIR", folder)
     at = open_page("pages/results_explorer.py")
     at.radio(key="eval_source").set_value("Bundled samples").run()
     at.button(key="run_bundled").click().run()
     no_exception(at)
     assert not at.error, [e.value for e in at.error]
     per_sample = [df.value for df in at.dataframe if "sample" in df.value.columns]
-    assert per_sample and "tiny.png" in set(per_sample[0]["sample"])
+    assert per_sample and {"tiny.png", "second.png"} <= set(per_sample[0]["sample"])
     assert any("Confusion" in str(h.value) for h in at.header)
+    spread = [df.value for df in at.dataframe if "95 % interval, low" in df.value.columns]
+    assert spread and set(spread[0]["pipeline"]) == {viz.PIPELINE_LABELS["joint"], viz.PIPELINE_LABELS["separate"]}
+    assert set(spread[0]["logs"]) == {"2"} and len(spread[0]) == 6
+    assert any("hang on the logs drawn" in str(h.value) for h in at.subheader)
 
 
 # --------------------------------------------------------------------------- the shipped models

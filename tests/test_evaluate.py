@@ -145,6 +145,9 @@ def test_perfect_segmenter_scores_one(data_dir):
     assert [r["name"] for r in report["samples"]] == ["log_a.png", "log_b.png"]
     assert report["samples"][0]["pipelines"]["joint"]["per_class"]["curve1"]["f1"] == 1.0
     assert report["data"]["seeds"] == [7, 8]
+    # perfect on both logs: whichever logs are drawn, F1 is 1, so the interval is [1, 1]
+    iv = report["pipelines"]["joint"]["interval"]
+    assert iv["logs"] == 2 and iv["macro_all"] == [1.0, 1.0] and iv["per_class"]["curve2"] == [1.0, 1.0]
 
 
 def test_one_pixel_shift_fails_strict_scores_but_passes_tolerant(data_dir):
@@ -238,6 +241,8 @@ def test_limit_and_cancel(data_dir):
     segs = _fakes()
     report = evaluate.evaluate_folder(data_dir, modes="joint", segmenters=segs, limit=1)
     assert report["data"]["samples_scored"] == 1 and segs["joint"].calls == 1
+    assert report["pipelines"]["joint"]["interval"] is None       # one log: no interval to draw
+    assert "interval of F1" not in evaluate.format_table(report)
     stop = threading.Event()
     stop.set()
     report = evaluate.evaluate_folder(data_dir, segmenters=_fakes(), cancel=stop)
@@ -283,6 +288,7 @@ def test_cli_writes_report_and_prints_table(data_dir, tmp_path, monkeypatch, cap
     assert main(["evaluate", "--data", str(data_dir), "--out", str(out), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "macro (curves)" in text and "tolerant scores" in text and "separate" in text
+    assert "95 % interval of F1 over the logs" in text and "joint (2 logs): macro (all 3)" in text
     assert f"report written to {out}" in text
     report = json.loads(out.read_text())  # strict JSON: no NaN
     assert set(report["pipelines"]) == {"joint", "separate"}

@@ -221,3 +221,43 @@ def test_module_does_not_import_torch():
     code = "import sys, veer.metrics, veer.stitch; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bootstrap_interval_over_logs():
+    """The F1 interval over resampled logs: seeded, around the pooled figure, zero-wide for alike logs."""
+    from veer.metrics import bootstrap_f1
+
+    rng = np.random.default_rng(3)
+    logs = []
+    for _ in range(12):
+        tp1, tp2 = rng.integers(50, 100, 2)
+        logs.append([[10_000, rng.integers(0, 30), rng.integers(0, 30)],
+                     [rng.integers(0, 30), tp1, rng.integers(0, 20)],
+                     [rng.integers(0, 30), rng.integers(0, 40), tp2]])
+    logs = np.array(logs, np.int64)
+    a = bootstrap_f1(logs, draws=500, seed=1)
+    assert a == bootstrap_f1(logs, draws=500, seed=1)                # the same logs, the same interval
+    pooled = summarize(logs.sum(axis=0))
+    for name in ("background", "curve1", "curve2"):
+        lo, hi = a["per_class"][name]
+        assert lo <= pooled["per_class"][name]["f1"] <= hi and lo < hi
+    lo, hi = a["macro_all"]
+    assert lo < pooled["macro_all"]["f1"] < hi and hi - lo < 0.2
+    assert a["logs"] == 12 and a["draws"] == 500 and a["level"] == 0.95
+    wider = bootstrap_f1(logs, draws=500, seed=1, level=0.99)["macro_all"]
+    assert wider[0] <= lo and wider[1] >= hi
+
+    same = bootstrap_f1(np.repeat(logs[:1], 5, axis=0), draws=200)
+    one = summarize(logs[0])
+    assert same["macro_all"] == pytest.approx([one["macro_all"]["f1"]] * 2)
+    assert bootstrap_f1(logs[:1]) is None                            # one log: nothing to resample
+    no_curve2 = logs.copy()
+    no_curve2[:, 2, :] = 0
+    no_curve2[:, :, 2] = 0
+    b = bootstrap_f1(no_curve2, draws=100)
+    assert all(math.isnan(v) for v in b["per_class"]["curve2"])     # absent in every log: no interval
+    assert np.isfinite(b["macro_all"]).all()                         # the mean skips it, as summarize does
+    with pytest.raises(ValueError):
+        bootstrap_f1(np.zeros((3, 3)))
+    with pytest.raises(ValueError):
+        bootstrap_f1(logs, level=1.5)

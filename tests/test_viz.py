@@ -387,3 +387,31 @@ def test_calibration_defaults_name_a_samples_curves():
     assert [(r["curve1"], r["curve2"]) for r in d["scales"]] == [("GR:GAPI", ""), ("ILD:OHMM", "ILM:OHMM")]
     cal = viz.form_calibration(d["depth_points"], d["unit"], d["scales"])
     assert cal.has_depth and cal.scales[1].scale == "log"
+
+
+def test_intervals_frame_from_a_report_or_its_samples():
+    """The results page's spread over the logs: from the report's interval, or from its samples when older."""
+    from veer.metrics import summarize
+
+    rng = np.random.default_rng(5)
+    mats = [np.array([[5000, rng.integers(0, 40), 3], [rng.integers(0, 30), rng.integers(60, 120), 4],
+                      [2, rng.integers(0, 30), rng.integers(40, 90)]]) for _ in range(6)]
+    pooled = summarize(np.sum(mats, axis=0))
+    report = {"pipelines": {"joint": {k: pooled[k] for k in ("per_class", "macro_all")}},
+              "samples": [{"name": f"s{i}", "pipelines": {"joint": {"confusion_matrix": m.tolist()}}}
+                          for i, m in enumerate(mats)] + [{"name": "bad", "error": "unreadable"}]}
+    frame = viz.intervals_frame(report)                     # an older report: worked out from the samples
+    assert list(frame["score"]) == ["mean (3 classes)", "curve1", "curve2"]
+    assert (frame["logs"] == 6).all()
+    assert (frame["95 % interval, low"] <= frame["F1"]).all() and (frame["F1"] <= frame["95 % interval, high"]).all()
+    assert frame["F1"].iloc[0] == pytest.approx(pooled["macro_all"]["f1"])
+
+    report["pipelines"]["joint"]["interval"] = {"logs": 30, "macro_all": [0.91, 0.94],
+                                                "per_class": {"curve1": [0.89, 0.93], "curve2": [0.84, 0.90]}}
+    held = viz.intervals_frame(report)                      # a report that holds its interval: taken as it is
+    assert list(held["95 % interval, low"]) == [0.91, 0.89, 0.84] and (held["logs"] == 30).all()
+    report["samples"] = report["samples"][:1]
+    del report["pipelines"]["joint"]["interval"]
+    assert viz.intervals_frame(report).empty                # one log: nothing to resample
+    assert viz.intervals_frame(None).empty
+    assert f"{viz.BOOTSTRAP_DRAWS:,} resamples" in viz.INTERVALS_CAPTION

@@ -51,8 +51,10 @@ from veer.classes import CLASS_NAMES, CURVE_CLASSES, IGNORE
 from veer.errors import ConfigError, VeerError
 from veer.infer import multi_scale, scales_text
 from veer.metrics import (
+    BOOTSTRAP_DRAWS,
     ConfusionMatrix,
     add_conflict_counts,
+    bootstrap_f1,
     conflict_counts,
     nanmean,
     summarize,
@@ -169,6 +171,7 @@ class _PipelineTotals:
         self.mode = mode
         self.tol = tol
         self.cm = ConfusionMatrix()
+        self.matrices: list[np.ndarray] = []   # one per sample, for the interval over the logs
         self.tolerant = {n: {"pred": 0, "truth": 0, "matched_pred": 0, "matched_truth": 0}
                          for n in CURVE_NAMES}
         self.conflicts: dict | None = None
@@ -181,6 +184,7 @@ class _PipelineTotals:
 
     def add(self, score: Mapping, seconds: float, megapixels: float) -> None:
         self.cm.merge(np.asarray(score["confusion_matrix"]))
+        self.matrices.append(np.asarray(score["confusion_matrix"], np.int64))
         for name in CURVE_NAMES:
             for key in self.tolerant[name]:
                 self.tolerant[name][key] += int(score["tolerant"][name][key])
@@ -195,6 +199,7 @@ class _PipelineTotals:
     def report(self, dz=None) -> dict:
         out = summarize(self.cm)
         out["confusion_matrix"] = self.cm.matrix.tolist()
+        out["interval"] = bootstrap_f1(self.matrices) if len(self.matrices) >= 2 else None
         tolerant: dict[str, Any] = {}
         for name in CURVE_NAMES:
             tolerant[name] = {**tolerant_from_counts(self.tolerant[name]), **self.tolerant[name]}
@@ -468,6 +473,8 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
             "tolerant": f"a pixel within {tol} px of a pixel of the same class on the other side counts as right",
             "conflicts": "separate pipeline: 1 = two or more binary masks claim a pixel, 2 = none does",
             "ignore": "truth pixels 255 (where the curves overlap) are not scored",
+            "interval": f"F1 interval over the logs: the middle 95 % of {BOOTSTRAP_DRAWS} resamples of the scored "
+                        "logs drawn with replacement (seeded); how far the figure could move with other logs drawn",
         },
     }
     return jsonable(report)
@@ -750,6 +757,12 @@ def format_table(report: Mapping) -> str:
         lines.append(score_row(name, lambda p, n=name: p["per_class"][n]))
     lines.append(score_row("macro (all 3)", lambda p: p["macro_all"]))
     lines.append(score_row("macro (curves)", lambda p: p["macro_curves"]))
+    intervals = [_interval_line(m, pipes[m].get("interval")) for m in modes]
+    if any(intervals):
+        lines.append("")
+        lines.append("95 % interval of F1 over the logs (resampled with replacement), how far each figure "
+                     "could move with other logs drawn:")
+        lines.extend(line for line in intervals if line)
     lines.append("")
     tol = report.get("tolerance_px", TOLERANCE_PX)
     lines.append(f"tolerant scores: a pixel within {tol} px of the right place counts as right")
@@ -776,6 +789,20 @@ def format_table(report: Mapping) -> str:
         lines.append("")
         lines.extend(_digitize_table(dz_pipes, list(dz_pipes)))
     return "\n".join(lines)
+
+
+def _interval_line(mode: str, interval: Mapping | None) -> str:
+    """One pipeline's F1 intervals over the logs as a line of the table ("" without one)."""
+    if not interval:
+        return ""
+
+    def span(pair) -> str:
+        return f"{_f(pair[0]).strip()}-{_f(pair[1]).strip()}"
+
+    per = interval.get("per_class", {})
+    parts = [f"macro (all 3) {span(interval['macro_all'])}"]
+    parts += [f"{name} {span(per[name])}" for name in CURVE_NAMES if name in per]
+    return f"  {mode} ({interval.get('logs', '?')} logs): " + ", ".join(parts)
 
 
 # (label, key in pool_scores / score_curves output, is a share)

@@ -273,6 +273,66 @@ def summarize(cm_or_matrix, curve_classes=CURVE_CLASSES) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- intervals over logs
+
+
+BOOTSTRAP_DRAWS = 2000
+
+
+def _row_nanmean(values: np.ndarray) -> np.ndarray:
+    """Mean of each row's finite values (NaN for a row with none), without warnings."""
+    ok = np.isfinite(values)
+    count = ok.sum(axis=1)
+    total = np.where(ok, values, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def bootstrap_f1(matrices, draws: int = BOOTSTRAP_DRAWS, level: float = 0.95, seed: int = 0,
+                 curve_classes=CURVE_CLASSES) -> dict | None:
+    """How far the F1 scores of a set of logs could move with other logs drawn.
+
+    ``matrices``: one confusion matrix per log, shape (S, n, n). Each of
+    ``draws`` resamples draws S logs with replacement, pools their counts and
+    scores the pool as :func:`summarize` does; the interval is the middle
+    ``level`` of those scores (percentile bootstrap, seeded, so the same logs
+    give the same interval). It says how much a figure measured on S logs
+    hangs on which logs were drawn, not how good the model is at large.
+
+    Returns ``{"level", "draws", "logs", "per_class": {name: [lo, hi]},
+    "macro_all": [lo, hi], "macro_curves": [lo, hi]}`` (F1 only), or None
+    for fewer than two logs.
+    """
+    m = np.asarray(matrices, np.int64)
+    if m.ndim != 3 or m.shape[1] != m.shape[2]:
+        raise ValueError(f"expected one square confusion matrix per log, got shape {m.shape}")
+    if not 0.0 < level < 1.0 or draws < 1:
+        raise ValueError("level must lie between 0 and 1 and draws be at least 1")
+    logs, n = m.shape[0], m.shape[1]
+    if logs < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, logs, size=(draws, logs))
+    weights = np.zeros((draws, logs), np.int64)
+    np.add.at(weights, (np.arange(draws)[:, None], picks), 1)
+    pooled = (weights @ m.reshape(logs, n * n)).reshape(draws, n, n)
+    tp = np.diagonal(pooled, axis1=1, axis2=2)
+    f1 = scores_from_counts(tp, pooled.sum(axis=1) - tp, pooled.sum(axis=2) - tp)["f1"]
+    curves = [c for c in curve_classes if c < n]
+    macro_all, macro_curves = _row_nanmean(f1), _row_nanmean(f1[:, curves])
+    q = [(1.0 - level) / 2 * 100, (1.0 + level) / 2 * 100]
+
+    def interval(values: np.ndarray) -> list[float]:
+        values = values[np.isfinite(values)]
+        return [float(v) for v in np.percentile(values, q)] if values.size else [math.nan, math.nan]
+
+    return {
+        "level": float(level), "draws": int(draws), "logs": int(logs),
+        "per_class": {name: interval(f1[:, i]) for i, name in enumerate(class_names(n))},
+        "macro_all": interval(macro_all),
+        "macro_curves": interval(macro_curves),
+    }
+
+
 # --------------------------------------------------------------------------- tolerant scores
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from veer.classes import CLASSES, CLASS_COLORS, CLASS_NAMES, CURVE1, CURVE2, IGNORE, colorize, hex_to_rgb
 from veer.errors import ConfigError
+from veer.metrics import BOOTSTRAP_DRAWS, bootstrap_f1
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -966,6 +967,41 @@ def means_frame(sources: Mapping[str, Mapping[str, Mapping[str, float | None]]],
         rows.append({"source": "archive separate (3 masks)", "F1 mean, 3 classes": float(np.mean(archive_masks))})
     return pd.DataFrame(rows, columns=["source", "F1 mean, 3 classes", "F1 mean, curves only",
                                        "IoU mean, 3 classes", "IoU mean, curves only"])
+
+
+INTERVALS_CAPTION = (f"The middle 95 % of the F1 scores of {BOOTSTRAP_DRAWS:,} resamples of these logs, drawn with "
+                     "replacement: how far each figure could move with another set of logs as large as this one.")
+
+
+def intervals_frame(report: Mapping | None):
+    """Each pipeline's F1 with its 95 % interval over the report's logs (see veer.metrics.bootstrap_f1).
+
+    Uses the interval the report holds, or works it out from its per-sample
+    confusion matrices (reports written before intervals were). Empty when
+    fewer than two logs were scored.
+    """
+    import pandas as pd
+
+    columns = ["pipeline", "logs", "score", "F1", "95 % interval, low", "95 % interval, high"]
+    rows = []
+    for mode, pipe in ((report or {}).get("pipelines") or {}).items():
+        interval = pipe.get("interval")
+        if not interval:
+            matrices = [s["pipelines"][mode]["confusion_matrix"] for s in (report or {}).get("samples", [])
+                        if not s.get("error") and mode in (s.get("pipelines") or {})
+                        and s["pipelines"][mode].get("confusion_matrix")]
+            interval = bootstrap_f1(np.array(matrices)) if len(matrices) >= 2 else None
+        if not interval:
+            continue
+        label = PIPELINE_LABELS.get(mode, mode)
+        per = interval.get("per_class", {})
+        for score, point, pair in (("mean (3 classes)", find_number(pipe, "macro_all/f1"), interval["macro_all"]),
+                                   *((name, find_number(pipe, f"per_class/{name}/f1"), per.get(name))
+                                     for name in ("curve1", "curve2"))):
+            if pair:
+                rows.append({"pipeline": label, "logs": interval.get("logs"), "score": score, "F1": point,
+                             "95 % interval, low": _num(pair[0]), "95 % interval, high": _num(pair[1])})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def samples_frame(report: Mapping | None):
