@@ -492,6 +492,12 @@ def test_pooled_scores_keep_one_bad_log_from_ruling_the_mae():
     assert pooled["wrap_share"] == pytest.approx(4 / 6)
     assert pooled["mae"] > 1e5, "the pooled MAE is still reported"
     assert pooled["mae_median"] == pytest.approx(0.5) and pooled["r2_median"] == pytest.approx(0.99)
+    # how far the shares could move with other logs drawn: all good (0.98, 1.0) to all bad (0.4, 0.0)
+    lo, hi = pooled["within3_interval"]
+    assert 0.4 <= lo < 236 / 300 < hi <= 0.98
+    lo, hi = pooled["wrap_share_interval"]
+    assert 0.0 <= lo < 4 / 6 < hi <= 1.0
+    assert dz.pool_scores([good])["curve1"]["within3_interval"] is None     # one log: no interval
 
 
 def _truth_from(fracs: np.ndarray, tracks, mask) -> SimpleNamespace:

@@ -417,12 +417,15 @@ def test_real_synth_and_digitize_with_a_truth_segmenter(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluate, "digitize_api", _real_digitize_api)
     if evaluate.digitize_api() is None:
         pytest.skip("veer.digitize has no trace_curves/score_curves yet")
-    log = synth.generate_log(evaluate.DEFAULT_SEED + 1, height=512, width=448)
-    synth.save_log(log, tmp_path, "real")
-    mask = synth.load_truth(tmp_path / f"real.{log.meta['ext']}").mask
+    masks = {}
+    for i, (height, width) in enumerate(((512, 448), (480, 416))):   # two logs told apart by their size
+        log = synth.generate_log(evaluate.DEFAULT_SEED + 1 + i, height=height, width=width)
+        synth.save_log(log, tmp_path, f"real{i}")
+        masks[(height, width)] = synth.load_truth(tmp_path / f"real{i}.{log.meta['ext']}").mask
 
     class TruthSegmenter:
         def segment(self, gray, **_):
+            mask = masks[gray.shape[:2]]
             labels = np.where(mask == 255, 1, mask).astype(np.uint8)
             return SimpleNamespace(labels=labels, conflict=np.zeros_like(labels), device="truth")
 
@@ -435,15 +438,19 @@ def test_real_synth_and_digitize_with_a_truth_segmenter(tmp_path, monkeypatch):
     p = report["pipelines"]["joint"]
     assert p["per_class"]["background"]["f1"] == 1.0 and p["per_class"]["curve1"]["f1"] == 1.0
     dz = p["digitize"]
-    assert dz["samples"] == 1 and "failed_samples" not in dz
+    assert dz["samples"] == 2 and "failed_samples" not in dz
     # wiring check, not a quality bar for the tracer: wrong labels would give ~0
     assert dz["mean_over_samples"]["curve1.within3"] > 0.5
     # the truth masks traced too: the digitiser's own error, reported beside the pipelines
     dt = report["digitize_truth"]
-    assert dt["samples"] == 1 and dt["mean_over_samples"]["curve1.within3"] > 0.5
+    assert dt["samples"] == 2 and dt["mean_over_samples"]["curve1.within3"] > 0.5
     assert report["samples"][0]["digitize_truth"]["tracks_from"] == "truth"
     table = evaluate.format_table(report)
     assert "curve digitisation" in table and "truth_mask curve1" in table
+    lo, hi = dz["pooled"]["curve1"]["within3_interval"]
+    assert lo <= dz["pooled"]["curve1"]["within3"] <= hi
+    assert "(joint: 95 % intervals over the logs: curve1 within 3px" in table
+    assert p["interval"]["macro_all"] == [1.0, 1.0]                   # truth labels: F1 1 on every log
 
 
 def _have_weights(models_dir: Path) -> bool:

@@ -261,3 +261,16 @@ def test_bootstrap_interval_over_logs():
         bootstrap_f1(np.zeros((3, 3)))
     with pytest.raises(ValueError):
         bootstrap_f1(logs, level=1.5)
+
+
+def test_bootstrap_share_over_logs():
+    from veer.metrics import bootstrap_share
+
+    hits, totals = [95, 80, 99, 90, 0], [100, 100, 100, 100, 0]          # the last log has no rows
+    lo, hi = bootstrap_share(hits, totals, draws=1000)
+    assert lo < sum(hits) / sum(totals) < hi and 0.8 <= lo and hi <= 0.99
+    assert bootstrap_share(hits, totals, draws=1000) == [lo, hi]         # seeded
+    assert bootstrap_share([9, 9, 9], [10, 10, 10]) == pytest.approx([0.9, 0.9])
+    assert bootstrap_share([1], [2]) is None and bootstrap_share([0, 0], [0, 0]) is None
+    with pytest.raises(ValueError):
+        bootstrap_share([1, 2], [3])

@@ -74,6 +74,7 @@ import pandas as pd
 
 from veer.classes import CURVE1, CURVE2, IGNORE
 from veer.errors import ConfigError, MaskError, VeerError
+from veer.metrics import bootstrap_share
 
 CURVES = ("curve1", "curve2")
 SOLID_SHARE = 0.9          # a trace whose ink covers this share of its rows is continuous (solid)
@@ -2657,6 +2658,11 @@ def pool_scores(scores: Sequence[Mapping]) -> dict:
             # pooled MAE is one bad log's; the median over logs says what a typical log gets
             "mae_median": float(np.median([m for m, _ in maes])) if maes else None,
             "r2_median": float(np.median(r2)) if r2 else None,
+            # the middle 95 % over logs resampled with replacement (veer.metrics.bootstrap_share)
+            "within3_interval": bootstrap_share([r.get("n_within", 0) or 0 for r in rows],
+                                                [r.get("n_truth_rows", 0) or 0 for r in rows]),
+            "wrap_share_interval": bootstrap_share([r.get("wraps_correct", 0) or 0 for r in rows],
+                                                   [r.get("wraps", 0) or 0 for r in rows]),
         }
     return out
 

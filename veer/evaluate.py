@@ -791,17 +791,20 @@ def format_table(report: Mapping) -> str:
     return "\n".join(lines)
 
 
+def _span(pair, pct: bool = False) -> str:
+    """An interval [low, high] as "low-high" ("n/a" without one)."""
+    if not pair:
+        return "n/a"
+    return f"{_f(pair[0], pct).strip()}-{_f(pair[1], pct).strip()}"
+
+
 def _interval_line(mode: str, interval: Mapping | None) -> str:
     """One pipeline's F1 intervals over the logs as a line of the table ("" without one)."""
     if not interval:
         return ""
-
-    def span(pair) -> str:
-        return f"{_f(pair[0]).strip()}-{_f(pair[1]).strip()}"
-
     per = interval.get("per_class", {})
-    parts = [f"macro (all 3) {span(interval['macro_all'])}"]
-    parts += [f"{name} {span(per[name])}" for name in CURVE_NAMES if name in per]
+    parts = [f"macro (all 3) {_span(interval['macro_all'])}"]
+    parts += [f"{name} {_span(per[name])}" for name in CURVE_NAMES if name in per]
     return f"  {mode} ({interval.get('logs', '?')} logs): " + ", ".join(parts)
 
 
@@ -835,6 +838,12 @@ def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
         lines.append(f"{'':<20}({m}: {how}; wraps: values right after each "
                      f"wrap-around; wrap steps: the step across it right, whatever came before; "
                      f"MAE (each track's units) and R2 {'median over logs' if pooled else 'mean over logs'})")
+        spans = [f"{name} within 3px {_span(pooled[name].get('within3_interval'), True)}, wraps "
+                 f"{_span(pooled[name].get('wrap_share_interval'), True)}"
+                 for name in CURVE_NAMES if isinstance(pooled.get(name), Mapping)
+                 and (pooled[name].get("within3_interval") or pooled[name].get("wrap_share_interval"))]
+        if spans:
+            lines.append(f"{'':<20}({m}: 95 % intervals over the logs: " + "; ".join(spans) + ")")
         if pooled.get("logs_tracks_right") is not None and pooled.get("logs"):
             lines.append(f"{'':<20}({m}: tracks found right, every border within "
                          f"{pooled.get('track_tol_px') or 6:g} px, on "

@@ -287,6 +287,44 @@ def _row_nanmean(values: np.ndarray) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _resample_counts(logs: int, draws: int, seed: int) -> np.ndarray:
+    """(draws, logs): how often each log is drawn in each resample of ``logs`` logs with replacement."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, logs, size=(draws, logs))
+    weights = np.zeros((draws, logs), np.int64)
+    np.add.at(weights, (np.arange(draws)[:, None], picks), 1)
+    return weights
+
+
+def _middle(values: np.ndarray, level: float) -> list[float]:
+    """The middle ``level`` of the finite values, [low, high] ([NaN, NaN] if there are none)."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return [math.nan, math.nan]
+    return [float(v) for v in np.percentile(values, [(1.0 - level) / 2 * 100, (1.0 + level) / 2 * 100])]
+
+
+def bootstrap_share(hits, totals, draws: int = BOOTSTRAP_DRAWS, level: float = 0.95,
+                    seed: int = 0) -> list[float] | None:
+    """The interval of a pooled share, sum(hits) / sum(totals), over logs drawn with replacement.
+
+    ``hits`` and ``totals`` hold one count per log (e.g. a curve's rows within
+    3 px and its true rows). Resamples whose totals are all zero are left
+    out. None for fewer than two logs, or when no log has a total.
+    """
+    h = np.asarray(hits, np.float64).reshape(-1)
+    t = np.asarray(totals, np.float64).reshape(-1)
+    if h.shape != t.shape:
+        raise ValueError(f"one hit count and one total per log, got {h.size} and {t.size}")
+    if not 0.0 < level < 1.0 or draws < 1:
+        raise ValueError("level must lie between 0 and 1 and draws be at least 1")
+    if h.size < 2 or not (t > 0).any():
+        return None
+    w = _resample_counts(h.size, draws, seed)
+    num, den = w @ h, w @ t
+    return _middle(np.divide(num, den, out=np.full(draws, np.nan), where=den > 0), level)
+
+
 def bootstrap_f1(matrices, draws: int = BOOTSTRAP_DRAWS, level: float = 0.95, seed: int = 0,
                  curve_classes=CURVE_CLASSES) -> dict | None:
     """How far the F1 scores of a set of logs could move with other logs drawn.
@@ -310,20 +348,14 @@ def bootstrap_f1(matrices, draws: int = BOOTSTRAP_DRAWS, level: float = 0.95, se
     logs, n = m.shape[0], m.shape[1]
     if logs < 2:
         return None
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, logs, size=(draws, logs))
-    weights = np.zeros((draws, logs), np.int64)
-    np.add.at(weights, (np.arange(draws)[:, None], picks), 1)
-    pooled = (weights @ m.reshape(logs, n * n)).reshape(draws, n, n)
+    pooled = (_resample_counts(logs, draws, seed) @ m.reshape(logs, n * n)).reshape(draws, n, n)
     tp = np.diagonal(pooled, axis1=1, axis2=2)
     f1 = scores_from_counts(tp, pooled.sum(axis=1) - tp, pooled.sum(axis=2) - tp)["f1"]
     curves = [c for c in curve_classes if c < n]
     macro_all, macro_curves = _row_nanmean(f1), _row_nanmean(f1[:, curves])
-    q = [(1.0 - level) / 2 * 100, (1.0 + level) / 2 * 100]
 
     def interval(values: np.ndarray) -> list[float]:
-        values = values[np.isfinite(values)]
-        return [float(v) for v in np.percentile(values, q)] if values.size else [math.nan, math.nan]
+        return _middle(values, level)
 
     return {
         "level": float(level), "draws": int(draws), "logs": int(logs),
