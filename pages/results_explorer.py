@@ -92,13 +92,21 @@ else:
 # --------------------------------------------------------------------------- evaluation data
 st.header("Joint vs separate vs archive")
 shipped, shipped_path = viz.find_report()
+stale = None if shipped else viz.stale_report()
+if stale is not None:
+    st.info(f"{viz.shown_path(stale)} was made with other weights than those in use, so it is not shown. "
+            f"Remake it with `python -m veer evaluate --data DIR --n 30 --truth-curves --out {viz.shown_path(stale)}`.",
+            icon=":material/info:")
 choices = (["Shipped evaluation report"] if shipped else []) + ["Model cards (validation tiles)", "Bundled samples",
                                                                 "Fresh evaluation set"]
 which = st.radio("Measured on", choices, horizontal=True, key="eval_source")
 report = None
 if which == "Shipped evaluation report":
     report = shipped
-    st.caption(f"{shipped_path.relative_to(viz.ROOT)}: {shipped.get('data', {}).get('description', '')}")
+    seeds = shipped.get("data", {}).get("seeds")
+    st.caption(f"{viz.shown_path(shipped_path)}: {shipped.get('data', {}).get('description', '')}"
+               + (f" (generated from seeds {seeds[0]:,}-{seeds[1]:,})" if seeds else "")
+               + f" · device: {shipped.get('device', '?')}")
 elif which in ("Bundled samples", "Fresh evaluation set"):
     fresh = which == "Fresh evaluation set"
     kind = "fresh" if fresh else "bundled"

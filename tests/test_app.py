@@ -355,18 +355,31 @@ def test_results_explorer_shows_histories_comparison_and_bench_note(dashboard):
     assert means and {"veer joint", "archive joint"} <= set(means[0]["source"])
 
 
-@pytest.mark.slow
-def test_results_explorer_runs_an_evaluation_on_the_bundled_samples(dashboard, tiny_sample, tmp_path, monkeypatch):
+@pytest.fixture
+def two_logs(tiny_sample, tmp_path) -> Path:
+    """The tiny sample and a second small log in one folder: enough logs for a spread over them."""
     import shutil
 
     from veer.synth import generate_log, save_log
 
-    folder = tmp_path / "two_logs"                      # two logs, so the spread over the logs can be drawn
+    folder = tmp_path / "two_logs"
     folder.mkdir()
     for f in tiny_sample.parent.glob("tiny*"):
         shutil.copy(f, folder / f.name)
     save_log(generate_log(8, height=256, width=288, style=None), folder, "second")
-    monkeypatch.setattr(viz, "SAMPLES_DIR", folder)
+    return folder
+
+
+def spread_table(at: AppTest):
+    """The results page's table of F1 intervals over the logs, or None."""
+    tables = [df.value for df in at.dataframe if "95 % interval, low" in df.value.columns]
+    return tables[0] if tables else None
+
+
+@pytest.mark.slow
+def test_results_explorer_runs_an_evaluation_on_the_bundled_samples(dashboard, two_logs, monkeypatch):
+    monkeypatch.setattr(viz, "SAMPLES_DIR", two_logs)
+    monkeypatch.setattr(viz, "find_report", lambda assets=None: (None, None))
     at = open_page("pages/results_explorer.py")
     at.radio(key="eval_source").set_value("Bundled samples").run()
     at.button(key="run_bundled").click().run()
@@ -375,10 +388,45 @@ def test_results_explorer_runs_an_evaluation_on_the_bundled_samples(dashboard, t
     per_sample = [df.value for df in at.dataframe if "sample" in df.value.columns]
     assert per_sample and {"tiny.png", "second.png"} <= set(per_sample[0]["sample"])
     assert any("Confusion" in str(h.value) for h in at.header)
-    spread = [df.value for df in at.dataframe if "95 % interval, low" in df.value.columns]
-    assert spread and set(spread[0]["pipeline"]) == {viz.PIPELINE_LABELS["joint"], viz.PIPELINE_LABELS["separate"]}
-    assert set(spread[0]["logs"]) == {"2"} and len(spread[0]) == 6
+    spread = spread_table(at)
+    assert spread is not None and set(spread["pipeline"]) == {viz.PIPELINE_LABELS["joint"],
+                                                              viz.PIPELINE_LABELS["separate"]}
+    assert set(spread["logs"]) == {"2"} and len(spread) == 6
     assert any("hang on the logs drawn" in str(h.value) for h in at.subheader)
+
+
+def test_results_explorer_opens_on_the_shipped_report(dashboard, two_logs, tmp_path, monkeypatch):
+    """A stakeholder sees the shipped evaluation (both pipelines, per log, the spread) without running one."""
+    from types import SimpleNamespace
+
+    from veer.evaluate import evaluate_folder, load_report, write_report
+    from veer.synth import find_samples, load_truth
+
+    truth = {m.shape: m for m in (load_truth(p).mask for p in find_samples(two_logs))}
+
+    class TruthSegmenter:
+        def __init__(self, mode):
+            self.mode = mode
+
+        def segment(self, gray, **_):
+            mask = truth[gray.shape[:2]]
+            labels = np.where(mask == 255, 1, mask).astype(np.uint8)
+            return SimpleNamespace(labels=labels, conflict=np.zeros_like(labels) if self.mode == "separate" else None,
+                                   device="truth", mode=self.mode)
+
+    report = evaluate_folder(two_logs, segmenters={m: TruthSegmenter(m) for m in ("joint", "separate")},
+                             digitize=False)
+    assert report["data"]["samples_scored"] == 2
+    path = write_report(report, tmp_path / "evaluation.json")
+    monkeypatch.setattr(viz, "find_report", lambda assets=None: (load_report(path), path))
+    at = open_page("pages/results_explorer.py")
+    no_exception(at)
+    assert at.radio(key="eval_source").value == "Shipped evaluation report"
+    assert any("evaluation.json" in str(c.value) for c in at.caption)
+    per_sample = [df.value for df in at.dataframe if "sample" in df.value.columns]
+    assert per_sample and {"tiny.png", "second.png"} <= set(per_sample[0]["sample"])
+    spread = spread_table(at)
+    assert spread is not None and set(spread["95 % interval, low"]) == {"1.000"}   # truth labels: F1 1 on each log
 
 
 # --------------------------------------------------------------------------- the shipped models

@@ -509,6 +509,13 @@ def test_real_segmenters_wiring_with_untrained_weights(tmp_path):
         assert p["seconds"] > 0
     c = report["pipelines"]["separate"]["conflicts"]
     assert c["pixels"] == 384 * 320 and c["agreed"] + c["conflict"] + c["gap"] == c["pixels"]
+    # the report says which weights it scored, so a shipped report is not shown for other weights
+    from veer import viz
+    from veer.weights import load_card
+    assert report["weights"] == {n: load_card(n, models)["sha256"] for names in PIPELINES.values() for n in names}
+    assert viz.report_matches_models(report, models) and not viz.report_matches_models(report, tmp_path / "none")
+    fakes = evaluate.evaluate_folder(tmp_path / "data", segmenters=_fakes(), digitize=False)
+    assert fakes["weights"] is None                  # stand-ins: the report vouches for no weights
 
 
 class SharedFake(FakeSegmenter):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from veer.errors import ConfigError
-from veer.train import (TrainConfig, augmented_tile, batch_stream, confusion_counts, default_workers, lr_at,
-                        scores, train, training_batch, validation_set)
+from veer.train import (TrainConfig, augmented_tile, confusion_counts, default_workers, lr_at, scores, train,
+                        training_batch, validation_set)
 from veer.weights import load_card, load_history, load_model
 
 TINY = {"widths": [8, 8, 16], "blocks": [1, 1], "attn_heads": 2}
@@ -106,23 +106,52 @@ def test_every_task_sees_the_same_data():
     assert set(torch.unique(y1).tolist()) <= {0, 1, 2, 255}
 
 
-@pytest.mark.filterwarnings("ignore:This DataLoader will create")
-def test_data_workers_make_the_same_batches_in_step_order(tmp_path):
-    """--workers N spreads the batches over N processes; the run sees exactly what one process makes."""
+WORKERS_CHECK = """
+import sys
+import torch
+from test_train import cfg, run, toy_tile, weights_of
+from veer.train import batch_stream, training_batch
+from pathlib import Path
+
+if __name__ == "__main__":
+    tmp = Path(sys.argv[1])
     c = cfg(batch=3, wrap_tiles=0.0)
     inline = list(batch_stream(c, 5, 12, toy_tile, 0))
-    spread = list(batch_stream(c, 5, 12, toy_tile, 3))            # 7 steps: not a multiple of 3
+    spread = list(batch_stream(c, 5, 12, toy_tile, 3))               # 7 steps: not a multiple of 3
     assert len(inline) == len(spread) == 7
     for step, ((xa, ya), (xb, yb)) in enumerate(zip(inline, spread), start=5):
         x, y = training_batch(c.seed, step, 3, 32, toy_tile)
-        assert torch.equal(xa, x) and torch.equal(ya, y)
-        assert torch.equal(xb, x) and torch.equal(yb, y)
-    assert len(list(batch_stream(c, 3, 4, toy_tile, 8))) == 1       # more workers than steps
-
-    run(cfg(), tmp_path / "a", tmp_path / "m1", workers=0)
-    run(cfg(), tmp_path / "b", tmp_path / "m2", workers=2)
-    wa, wb = weights_of(tmp_path / "a" / "checkpoint.pt"), weights_of(tmp_path / "b" / "checkpoint.pt")
+        assert torch.equal(xa, x) and torch.equal(ya, y), step
+        assert torch.equal(xb, x) and torch.equal(yb, y), step
+        assert xb.dtype == torch.float32 and yb.dtype == torch.int64
+    assert len(list(batch_stream(c, 3, 4, toy_tile, 8))) == 1         # more workers than steps
+    run(cfg(), tmp / "a", tmp / "m1", workers=0)
+    run(cfg(), tmp / "b", tmp / "m2", workers=2)
+    wa, wb = weights_of(tmp / "a" / "checkpoint.pt"), weights_of(tmp / "b" / "checkpoint.pt")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    print("same batches, same weights")
+"""
+
+
+def test_data_workers_make_the_same_batches_in_step_order(tmp_path):
+    """--workers N spreads the batches over N processes; the run sees exactly what one process makes.
+
+    Checked in a fresh interpreter, as `python -m veer train` runs: the test process has loaded
+    OpenVINO, Dask and Streamlit by then, and it once crashed while starting data workers."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "workers_check.py"
+    script.write_text(WORKERS_CHECK)
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "same batches, same weights" in done.stdout
+
     with pytest.raises(ConfigError, match="--workers"):
         run(cfg(), tmp_path / "c", tmp_path / "m3", workers=-1)
     assert not (tmp_path / "c").exists()

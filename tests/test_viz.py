@@ -415,3 +415,27 @@ def test_intervals_frame_from_a_report_or_its_samples():
     assert viz.intervals_frame(report).empty                # one log: nothing to resample
     assert viz.intervals_frame(None).empty
     assert f"{viz.BOOTSTRAP_DRAWS:,} resamples" in viz.INTERVALS_CAPTION
+
+
+def test_shown_path_is_relative_to_the_project_when_inside_it(tmp_path):
+    assert viz.shown_path(viz.ROOT / "assets" / "evaluation.json") == "assets/evaluation.json"
+    assert viz.shown_path(tmp_path / "evaluation.json") == str(tmp_path / "evaluation.json")
+
+
+def test_a_shipped_report_counts_only_for_the_weights_it_scored(tmp_path):
+    assets, models = tmp_path / "assets", tmp_path / "models"
+    assets.mkdir(), models.mkdir()
+    for name, sha in (("joint", "aa"), ("binary_background", "bb")):
+        (models / f"{name}.json").write_text(json.dumps({"sha256": sha}))
+    report = {"pipelines": {"joint": {}}, "weights": {"joint": "aa"}}
+    (assets / "evaluation.json").write_text(json.dumps(report))
+    found, path = viz.find_report(assets, models)
+    assert found == report and path == assets / "evaluation.json"
+    assert viz.stale_report(assets, models) is None
+
+    (models / "joint.json").write_text(json.dumps({"sha256": "retrained"}))   # the weights changed since
+    assert viz.find_report(assets, models) == (None, None)
+    assert viz.stale_report(assets, models) == assets / "evaluation.json"
+    assert not viz.report_matches_models({"pipelines": {}}, models)            # says nothing of its weights
+    assert not viz.report_matches_models({"weights": {"binary_curve1": "cc"}}, models)   # no such card
+    assert viz.report_matches_models({"weights": {"binary_background": "bb"}}, models)

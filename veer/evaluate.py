@@ -353,6 +353,7 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
     views = {m: int(getattr(segs[m], "views", 1)) for m in modes}
     scales = {m: list(getattr(segs[m], "scales", (1.0,)) or (1.0,)) for m in modes}
     scale_views = {m: int(getattr(segs[m], "scale_views", views[m]) or views[m]) for m in modes}
+    weights = _weights_used(segs, modes)
     caches = {}
     if labels_dir is not None:
         caches = {m: LabelCache(segs[m], m, labels_dir) for m in modes}
@@ -447,6 +448,7 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
         "scales": scales,
         "scale_views": scale_views,
         "tolerance_px": int(tol),
+        "weights": weights,
         "data": {
             "dir": str(data_dir),
             "samples_found": found,
@@ -478,6 +480,26 @@ def evaluate_folder(data_dir, modes: Sequence[str] = MODES, device: str = "auto"
         },
     }
     return jsonable(report)
+
+
+def _weights_used(segs: Mapping[str, Any], modes: Sequence[str]) -> dict[str, str] | None:
+    """{model name: sha256 of its weights} for the pipelines scored, from their model cards.
+
+    None when a segmenter does not say which weights it runs (one built from
+    models in memory, or a stand-in), so that a report never vouches for
+    weights it did not see.
+    """
+    from veer.weights import PIPELINES
+
+    out: dict[str, str] = {}
+    for mode in modes:
+        cards = list(getattr(segs[mode], "cards", None) or [])
+        names = PIPELINES.get(mode, [])
+        shas = [c.get("sha256") if isinstance(c, Mapping) else None for c in cards]
+        if len(shas) != len(names) or not all(shas):
+            return None
+        out.update(zip(names, shas))
+    return out or None
 
 
 def _read_sample(path: Path) -> tuple[dict, Any]:

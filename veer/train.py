@@ -197,14 +197,23 @@ def augmented_tile(rng: np.random.Generator, tile: int, sampler: Sampler,
     return np.ascontiguousarray(g), np.ascontiguousarray(mask)
 
 
+def training_arrays(seed: int, step: int, batch: int, tile: int, sampler: Sampler,
+                    scale_jitter: float = 0.15, wrap_tiles: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The batch of ``step`` as arrays: x float32 (B, T, T), y uint8 (B, T, T) three-class masks."""
+    rng = np.random.default_rng([int(seed), int(step)])
+    xs, ys = zip(*(augmented_tile(rng, tile, sampler, scale_jitter, wrap_tiles) for _ in range(batch)))
+    return np.stack(xs), np.stack(ys)
+
+
+def _as_tensors(arrays: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = arrays
+    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+
+
 def training_batch(seed: int, step: int, batch: int, tile: int, sampler: Sampler,
                    scale_jitter: float = 0.15, wrap_tiles: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch of ``step``: x float32 (B, 1, T, T), y int64 (B, T, T) three-class masks."""
-    rng = np.random.default_rng([int(seed), int(step)])
-    xs, ys = zip(*(augmented_tile(rng, tile, sampler, scale_jitter, wrap_tiles) for _ in range(batch)))
-    x = torch.from_numpy(np.stack(xs)).unsqueeze(1)
-    y = torch.from_numpy(np.stack(ys).astype(np.int64))
-    return x, y
+    return _as_tensors(training_arrays(seed, step, batch, tile, sampler, scale_jitter, wrap_tiles))
 
 
 def validation_set(n: int, tile: int, sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,18 +233,27 @@ class _BatchStream(torch.utils.data.IterableDataset):
     ``start + k, start + k + N, ...`` and the loader takes them from the
     workers in turn, so the batches arrive in step order and are the very
     batches one process would make (each is drawn from ``[seed, step]``).
+    The workers are started afresh (``spawn``), not forked from a process
+    that may already hold threads, locks or a CUDA context; so a script
+    that trains with workers needs the ``if __name__ == "__main__":`` guard.
     """
 
     def __init__(self, cfg: TrainConfig, start: int, stop: int, sampler: Sampler):
         super().__init__()
         self.cfg, self.start, self.stop, self.sampler = cfg, start, stop, sampler
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         info = torch.utils.data.get_worker_info()
         first, every = (self.start, 1) if info is None else (self.start + info.id, info.num_workers)
         for step in range(first, self.stop, every):
-            yield training_batch(self.cfg.seed, step, self.cfg.batch, self.cfg.tile,
-                                 self.sampler, self.cfg.scale_jitter, self.cfg.wrap_tiles)
+            yield training_arrays(self.cfg.seed, step, self.cfg.batch, self.cfg.tile,
+                                  self.sampler, self.cfg.scale_jitter, self.cfg.wrap_tiles)
+
+
+def _as_is(arrays):
+    """The loader's conversion step: none. The workers' arrays come back pickled through a pipe and
+    become tensors in the main process, so no tensor storage is shared between processes."""
+    return arrays
 
 
 def _worker_init(_: int) -> None:
@@ -261,11 +279,13 @@ def batch_stream(cfg: TrainConfig, start: int, stop: int, sampler: Sampler,
     ds = _BatchStream(cfg, start, stop, sampler)
     workers = min(int(workers), max(0, stop - start))
     if workers <= 0:
-        return iter(ds)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                         prefetch_factor=4 if workers == 1 else 2, pin_memory=pin_memory,
-                                         worker_init_fn=_worker_init, persistent_workers=False)
-    return iter(loader)
+        return map(_as_tensors, ds)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, collate_fn=_as_is, num_workers=workers,
+                                         prefetch_factor=4 if workers == 1 else 2,
+                                         worker_init_fn=_worker_init, persistent_workers=False,
+                                         multiprocessing_context="spawn")
+    tensors = map(_as_tensors, loader)
+    return (tuple(t.pin_memory() for t in pair) for pair in tensors) if pin_memory else tensors
 
 
 # --------------------------------------------------------------------------- scores

@@ -231,14 +231,54 @@ def models_signature(mode: str, models_dir: Path | None = None) -> str:
     return "|".join(parts)
 
 
-def find_report(assets: Path | None = None) -> tuple[dict | None, Path | None]:
-    """The shipped evaluation report (see REPORT_CANDIDATES), or (None, None)."""
+def shown_path(path) -> str:
+    """A path as the dashboard shows it: relative to the project when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def report_matches_models(report: Mapping | None, models_dir: Path | None = None) -> bool:
+    """Whether an evaluation report was made with the weights now in ``models_dir``.
+
+    The report's ``weights`` (model name -> sha256, written by
+    ``python -m veer evaluate``) must all match the model cards there; a
+    report that does not say which weights it scored never matches.
+    """
+    recorded = (report or {}).get("weights")
+    if not isinstance(recorded, Mapping) or not recorded:
+        return False
+    folder = Path(models_dir) if models_dir else MODELS_DIR
+    for name, sha in recorded.items():
+        card = read_json(folder / f"{name}.json")
+        if not isinstance(card, dict) or card.get("sha256") != sha:
+            return False
+    return True
+
+
+def _report_files(assets: Path | None):
     base = Path(assets) if assets else ASSETS
     for rel in REPORT_CANDIDATES:
         data = read_json(base / rel)
         if isinstance(data, dict) and isinstance(data.get("pipelines"), Mapping):
-            return data, base / rel
+            yield data, base / rel
+
+
+def find_report(assets: Path | None = None, models_dir: Path | None = None) -> tuple[dict | None, Path | None]:
+    """The shipped evaluation report (see REPORT_CANDIDATES) made with the weights in use, or (None, None)."""
+    for data, path in _report_files(assets):
+        if report_matches_models(data, models_dir):
+            return data, path
     return None, None
+
+
+def stale_report(assets: Path | None = None, models_dir: Path | None = None) -> Path | None:
+    """A shipped evaluation report made with other weights than those in use (None if there is none)."""
+    for data, path in _report_files(assets):
+        if not report_matches_models(data, models_dir):
+            return path
+    return None
 
 
 def card_scores(card: Mapping | None) -> dict[str, float | None]:
