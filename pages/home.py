@@ -61,14 +61,14 @@ else:
     masks = [v for v in sep.get("mask_f1", []) if v is not None]
     archive_masks = viz.archive_separate_f1(anchors)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Joint F1, mean of 3 classes", viz.fmt(joint.get("f1")),
+    c1.metric("Joint F1, mean of 3 classes", viz.fmt(joint.get("f1"), 3),
               help=f"Background included, like the archive's figure: its joint model peaked at "
                    f"F1 {viz.fmt(archive.get('f1'))}.")
-    c2.metric("Joint IoU, mean of 3 classes", viz.fmt(joint.get("iou")),
+    c2.metric("Joint IoU, mean of 3 classes", viz.fmt(joint.get("iou"), 3),
               help=f"The archive's joint model peaked at IoU {viz.fmt(archive.get('iou'))}.")
-    c3.metric("Joint F1, curves only", viz.fmt(joint.get("f1_curves")),
+    c3.metric("Joint F1, curves only", viz.fmt(joint.get("f1_curves"), 3),
               help="Mean over curve1 and curve2: how well the curves themselves are found.")
-    c4.metric("Separate masks, mean F1", viz.fmt(sum(masks) / len(masks) if masks else None),
+    c4.metric("Separate masks, mean F1", viz.fmt(sum(masks) / len(masks) if masks else None, 3),
               help="Each binary mask on its own class: "
                    + " / ".join(viz.fmt(v) for v in sep.get("mask_f1", []))
                    + " (background / curve1 / curve2). The archive's three masks: "

@@ -122,8 +122,20 @@ def test_home_shows_device_legend_and_model_figures(dashboard):
     assert any(p in shown for p in ("fp32", "bf16", "fp16"))   # and the arithmetic it uses
     labels = {m.label for m in at.metric}
     assert "Joint F1, mean of 3 classes" in labels
-    assert any(m.value == "0.53" for m in at.metric)  # mean of the card's 0.9 / 0.4 / 0.3
+    assert any(m.value == "0.533" for m in at.metric)  # mean of the card's 0.9 / 0.4 / 0.3
     assert at.dataframe and "binary_curve2" in set(at.dataframe[0].value["model"])
+
+
+def test_home_shows_the_shipped_report_to_three_places(dashboard, monkeypatch):
+    """The headline figure comes from the evaluation report made with these weights; 0.927 must not read 0.93."""
+    report = {"pipelines": {"joint": {"macro_all": {"f1": 0.9272, "iou": 0.8691},
+                                      "macro_curves": {"f1": 0.8916, "iou": 0.8047}}}}
+    monkeypatch.setattr(viz, "find_report", lambda assets=None, models_dir=None: (report, None))
+    at = open_page()
+    no_exception(at)
+    values = {m.label: m.value for m in at.metric}
+    assert values["Joint F1, mean of 3 classes"] == "0.927" and values["Joint F1, curves only"] == "0.892"
+    assert "Figures from the evaluation report" in texts(at)
 
 
 # --------------------------------------------------------------------------- the decision lever
