@@ -304,6 +304,11 @@ def _middle(values: np.ndarray, level: float) -> list[float]:
     return [float(v) for v in np.percentile(values, [(1.0 - level) / 2 * 100, (1.0 + level) / 2 * 100])]
 
 
+def _check_resampling(draws: int, level: float) -> None:
+    if not 0.0 < level < 1.0 or draws < 1:
+        raise ValueError("level must lie between 0 and 1 and draws be at least 1")
+
+
 def bootstrap_share(hits, totals, draws: int = BOOTSTRAP_DRAWS, level: float = 0.95,
                     seed: int = 0) -> list[float] | None:
     """The interval of a pooled share, sum(hits) / sum(totals), over logs drawn with replacement.
@@ -316,8 +321,7 @@ def bootstrap_share(hits, totals, draws: int = BOOTSTRAP_DRAWS, level: float = 0
     t = np.asarray(totals, np.float64).reshape(-1)
     if h.shape != t.shape:
         raise ValueError(f"one hit count and one total per log, got {h.size} and {t.size}")
-    if not 0.0 < level < 1.0 or draws < 1:
-        raise ValueError("level must lie between 0 and 1 and draws be at least 1")
+    _check_resampling(draws, level)
     if h.size < 2 or not (t > 0).any():
         return None
     w = _resample_counts(h.size, draws, seed)
@@ -343,8 +347,7 @@ def bootstrap_f1(matrices, draws: int = BOOTSTRAP_DRAWS, level: float = 0.95, se
     m = np.asarray(matrices, np.int64)
     if m.ndim != 3 or m.shape[1] != m.shape[2]:
         raise ValueError(f"expected one square confusion matrix per log, got shape {m.shape}")
-    if not 0.0 < level < 1.0 or draws < 1:
-        raise ValueError("level must lie between 0 and 1 and draws be at least 1")
+    _check_resampling(draws, level)
     logs, n = m.shape[0], m.shape[1]
     if logs < 2:
         return None
@@ -353,15 +356,11 @@ def bootstrap_f1(matrices, draws: int = BOOTSTRAP_DRAWS, level: float = 0.95, se
     f1 = scores_from_counts(tp, pooled.sum(axis=1) - tp, pooled.sum(axis=2) - tp)["f1"]
     curves = [c for c in curve_classes if c < n]
     macro_all, macro_curves = _row_nanmean(f1), _row_nanmean(f1[:, curves])
-
-    def interval(values: np.ndarray) -> list[float]:
-        return _middle(values, level)
-
     return {
         "level": float(level), "draws": int(draws), "logs": int(logs),
-        "per_class": {name: interval(f1[:, i]) for i, name in enumerate(class_names(n))},
-        "macro_all": interval(macro_all),
-        "macro_curves": interval(macro_curves),
+        "per_class": {name: _middle(f1[:, i], level) for i, name in enumerate(class_names(n))},
+        "macro_all": _middle(macro_all, level),
+        "macro_curves": _middle(macro_curves, level),
     }
 
 

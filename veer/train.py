@@ -630,9 +630,6 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
                               f"use the same options to resume, or another --out")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        if cfg.ema:
-            averaged = _moving_average(model, cfg.ema)
-            averaged.load_state_dict(ck["ema"])
         if use_scaler and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         rs = json.loads(ck["state"])
@@ -644,8 +641,10 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
             grow_state(model, init_state, init["grown_from"])
         elif init is not None:
             model.load_state_dict(init_state)
-        if cfg.ema:
-            averaged = _moving_average(model, cfg.ema)
+    if cfg.ema:
+        averaged = _moving_average(model, cfg.ema)
+        if ckpt_path.exists():
+            averaged.load_state_dict(ck["ema"])   # the average so far, as the run left it
     kept = averaged.module if averaged is not None else model   # the weights validated and exported
 
     out.mkdir(parents=True, exist_ok=True)
