@@ -21,6 +21,9 @@ A run writes to ``--out`` (default ``runs/<name>``): ``checkpoint.pt``
 weights), ``history.json``. Whenever the validation macro F1 improves, the
 weights are exported to ``assets/models/<name>.pt`` with their model card and
 history (unless ``--no-export``), so usable weights exist long before the end.
+Ctrl-C or SIGTERM stop a run after the step in hand, checkpointed, and
+``--time-limit MINUTES`` ends a call at the first step past it, validated
+too: ``--resume`` continues either with nothing lost.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +263,9 @@ def _as_is(arrays):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group: the main process finishes its step and stops the
+    # run (see _StopRequests); a worker that died of it first would fail that step's batch
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_workers(device_type: str) -> int:
@@ -525,6 +533,42 @@ class RunState:
     best_score: float = -1.0
     best_step: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str = ""       # why this call ended before the run's last step: "SIGINT", "SIGTERM", "time limit"
+
+
+class _StopRequests:
+    """Ctrl-C (SIGINT) and SIGTERM while training ask the run to stop after the step in hand.
+
+    The step is finished, the run checkpointed and the call returns, so
+    ``--resume`` continues exactly there and no step is lost or half-done. A
+    second Ctrl-C stops at once (as Python does by default). Outside the main
+    thread signals cannot be caught, and nothing changes.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.requested = ""
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.requested and name == "SIGINT":
+            raise KeyboardInterrupt
+        self.requested = self.requested or name
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                num = getattr(signal, name, None)
+                if num is not None:
+                    self._old[num] = signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for num, old in self._old.items():
+            signal.signal(num, old)
+        self._old.clear()
 
 
 def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: float,
@@ -579,11 +623,17 @@ def _card(cfg: TrainConfig, state: RunState, val: dict[str, Any], model, gmac: f
 def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: str = "auto",
           threads: int | None = None, workers: int | None = None, export: bool = True,
           models_dir: Path | str | None = None, sampler: Sampler | None = None,
-          stop_at: int | None = None, progress: bool = True) -> RunState:
+          stop_at: int | None = None, time_limit: float | None = None,
+          progress: bool = True) -> RunState:
     """Run (or continue) training; returns the final :class:`RunState`.
 
     ``stop_at`` ends this call after that many total steps without finishing
     the schedule (as if the run were interrupted); ``--resume`` continues it.
+    ``time_limit`` (seconds of this call) ends it likewise at the first step
+    that passes it, validated there so its weights are kept and exported as
+    at any validation (the card then says the run is not complete). Ctrl-C or
+    SIGTERM end it after the step in hand, checkpointed (``state.stopped``
+    says why).
     """
     from tqdm import tqdm
 
@@ -598,6 +648,8 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
         workers = default_workers(dev.type)
     if workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {workers}")
+    if time_limit is not None and not 0 < time_limit < float("inf"):
+        raise ConfigError(f"--time-limit must be a positive number of minutes, got {time_limit / 60:g}")
     ckpt_path = out / "checkpoint.pt"
 
     torch.manual_seed(cfg.seed)
@@ -634,6 +686,7 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
             scaler.load_state_dict(ck["scaler"])
         rs = json.loads(ck["state"])
         state = RunState(**rs)
+        state.stopped = ""
     else:
         if resume and progress:
             print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
@@ -677,71 +730,83 @@ def train(cfg: TrainConfig, out: Path | str, *, resume: bool = False, device: st
     running, running_n = 0.0, 0
     bar = tqdm(total=cfg.steps, initial=state.step, desc=cfg.name, unit="step", disable=not progress,
                mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    t_last = time.perf_counter()
-    try:
-        for x, y in batch_stream(cfg, state.step, end, sampler, workers, pin_memory=dev.type == "cuda"):
-            step = state.step
-            lr = lr_at(cfg, step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = y.to(dev, non_blocking=True)
-            with autocast(dev):
-                logits = model(x)
-            logits = logits.float()
-            loss = loss_fn(logits, y)
-            if teacher is not None:
-                loss = loss + cfg.distill * distillation_loss(logits, teacher(x), y,
-                                                              class_weights=cfg.class_weights)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(opt)
-            scaler.update()
-            if averaged is not None:
-                averaged.update_parameters(model)
-            running += float(loss.detach())
-            running_n += 1
-            state.step = step + 1
-            now = time.perf_counter()
-            state.seconds += now - t_last
-            t_last = now
-            bar.update(1)
-            bar.set_postfix(loss=f"{running / running_n:.4f}", lr=f"{lr:.2e}", refresh=False)
 
-            is_last = state.step == cfg.steps
-            if state.step % cfg.eval_every == 0 or is_last:
-                v = evaluate(kept, cfg, val, loss_fn, dev)
-                row = {"step": state.step, "seconds": round(state.seconds, 1), "loss": running / running_n,
-                       "lr": lr, "val_loss": v["loss"], "val_macro_f1": v["macro_f1"],
-                       "val": v["per_class"]}
-                state.history.append(row)
-                running, running_n = 0.0, 0
-                # with --ema the run's end is kept: the average over its last steps is the point of
-                # averaging, and the validation tiles are too few to choose between close averages
-                improved = v["macro_f1"] > state.best_score or (bool(cfg.ema) and is_last)
-                if improved:
-                    state.best_score, state.best_step = v["macro_f1"], state.step
-                    _save_torch(out / "best.pt", kept.state_dict())
-                f1s = " ".join(f"{k}={s['f1']:.3f}" for k, s in v["per_class"].items())
-                if progress:
-                    bar.write(f"[{cfg.name}] step {state.step} {state.seconds:.0f}s loss {row['loss']:.4f} "
-                              f"val {v['loss']:.4f} F1 {f1s} macro {v['macro_f1']:.4f}"
-                              f"{(' (kept, exported)' if cfg.ema else ' (best, exported)') if improved and export else ''}")
-                save_checkpoint()
-                if improved:
-                    export_best(v, complete=is_last)
-                elif is_last and state.best_step >= 0:
-                    # mark the exported best weights as coming from a finished run
-                    best_val = _best_val(state)
-                    export_best(best_val, complete=True)
-                t_last = time.perf_counter()
-            elif state.step % cfg.checkpoint_every == 0 or state.step == end:
-                save_checkpoint()
-                t_last = time.perf_counter()
-    finally:
-        bar.close()
+    def validate(is_last: bool) -> None:
+        v = evaluate(kept, cfg, val, loss_fn, dev)
+        row = {"step": state.step, "seconds": round(state.seconds, 1),
+               "loss": running / running_n,
+               "lr": lr_at(cfg, state.step - 1), "val_loss": v["loss"], "val_macro_f1": v["macro_f1"],
+               "val": v["per_class"]}
+        state.history.append(row)
+        # with --ema the run's end is kept: the average over its last steps is the point of
+        # averaging, and the validation tiles are too few to choose between close averages
+        improved = v["macro_f1"] > state.best_score or (bool(cfg.ema) and (is_last or bool(state.stopped)))
+        if improved:
+            state.best_score, state.best_step = v["macro_f1"], state.step
+            _save_torch(out / "best.pt", kept.state_dict())
+        f1s = " ".join(f"{k}={s['f1']:.3f}" for k, s in v["per_class"].items())
+        if progress:
+            bar.write(f"[{cfg.name}] step {state.step} {state.seconds:.0f}s loss {row['loss']:.4f} "
+                      f"val {v['loss']:.4f} F1 {f1s} macro {v['macro_f1']:.4f}"
+                      f"{(' (kept, exported)' if cfg.ema else ' (best, exported)') if improved and export else ''}")
+        save_checkpoint()
+        if improved:
+            export_best(v, complete=is_last)
+        elif is_last and state.best_step >= 0:
+            # mark the exported best weights as coming from a finished run
+            export_best(_best_val(state), complete=True)
+
+    t_start = t_last = time.perf_counter()
+    with _StopRequests() as stops:
+        try:
+            for x, y in batch_stream(cfg, state.step, end, sampler, workers, pin_memory=dev.type == "cuda"):
+                step = state.step
+                lr = lr_at(cfg, step)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                y = y.to(dev, non_blocking=True)
+                with autocast(dev):
+                    logits = model(x)
+                logits = logits.float()
+                loss = loss_fn(logits, y)
+                if teacher is not None:
+                    loss = loss + cfg.distill * distillation_loss(logits, teacher(x), y,
+                                                                  class_weights=cfg.class_weights)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(opt)
+                scaler.update()
+                if averaged is not None:
+                    averaged.update_parameters(model)
+                running += float(loss.detach())
+                running_n += 1
+                state.step = step + 1
+                now = time.perf_counter()
+                state.seconds += now - t_last
+                t_last = now
+                bar.update(1)
+                bar.set_postfix(loss=f"{running / running_n:.4f}", lr=f"{lr:.2e}", refresh=False)
+
+                is_last = state.step == cfg.steps
+                if not is_last and state.step < end:
+                    if stops.requested:
+                        state.stopped = stops.requested
+                    elif time_limit is not None and now - t_start >= time_limit:
+                        state.stopped = "time limit"
+                if state.step % cfg.eval_every == 0 or is_last or state.stopped == "time limit":
+                    validate(is_last)
+                    running, running_n = 0.0, 0
+                    t_last = time.perf_counter()
+                elif state.step % cfg.checkpoint_every == 0 or state.step == end or state.stopped:
+                    save_checkpoint()
+                    t_last = time.perf_counter()
+                if state.stopped:
+                    break
+        finally:
+            bar.close()
     if state.step == end and not ckpt_path.exists():
         save_checkpoint()
     return state
@@ -848,6 +913,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scales the teacher runs at, as segment --scales (default %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="stop this call at the first step past MINUTES of training, validated, "
+                             "checkpointed and its weights kept as at any validation; --resume continues "
+                             "(Ctrl-C or SIGTERM likewise stop after the step in hand, checkpointed)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default VEER_THREADS or all)")
     parser.add_argument("--workers", type=int, default=None,
@@ -900,9 +969,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported {cfg.name} (step {card['training']['steps']}) to "
               f"{args.models_dir or 'assets/models'}")
         return 0
+    limit = args.time_limit * 60.0 if args.time_limit is not None else None
     state = train(cfg, out, resume=args.resume, device=args.device, threads=args.threads,
-                  workers=args.workers, export=not args.no_export, models_dir=args.models_dir)
+                  workers=args.workers, export=not args.no_export, models_dir=args.models_dir,
+                  time_limit=limit)
+    if state.stopped:
+        why = f"at the time limit of {args.time_limit:g} minutes" if state.stopped == "time limit" else \
+            {"SIGINT": "on Ctrl-C"}.get(state.stopped, f"on {state.stopped}")
+        print(f"{cfg.name}: stopped {why} after step {state.step} of {cfg.steps}, checkpointed in {out}; "
+              f"continue with the same options and --resume", file=sys.stderr)
+        if state.stopped != "time limit":
+            return 128 + int(getattr(signal, state.stopped))
     kept = "the moving average at the run's end" if cfg.ema else "best"
-    print(f"{cfg.name}: {state.step} steps in {state.seconds:.0f} s; kept weights ({kept}): validation "
-          f"macro F1 {state.best_score:.4f} at step {state.best_step}; run folder {out}")
+    if state.best_step >= 0:
+        print(f"{cfg.name}: {state.step} steps in {state.seconds:.0f} s; kept weights ({kept}): validation "
+              f"macro F1 {state.best_score:.4f} at step {state.best_step}; run folder {out}")
     return 0
