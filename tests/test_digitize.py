@@ -1019,3 +1019,35 @@ def test_the_dashed_curve_takes_the_solid_curves_wrap_where_it_jumps_across_it_u
         off = dz.trace_curves(lab, [(0, 199)], dz.TraceParams(wrap_follow=0))
         assert np.array_equal(np.isnan(off["curve2_x"].to_numpy()), np.isnan(x))
         assert np.allclose(off["curve2_x"].to_numpy(), x, equal_nan=True)
+
+
+@pytest.mark.parametrize("pairs", [True, False])
+def test_the_dashed_curve_follows_the_solid_curve_out_and_back_or_not_at_all(pairs):
+    """The solid curve runs off the right edge and back through it 50 rows later, its two
+    sweeps labelled solid over the whole width, as a model labels both curves' sweeps along a
+    bed's boundaries. The dashed curve re-enters right where it left (its reading a whole track
+    width higher: no jump to see) and leaves the bed far to the right. Its step back out is
+    plain; its step in, taken alone, left it a whole width off for the rest of the log. It
+    takes both (and neither with the rule off, as before: only the plain one)."""
+    lab = np.zeros((240, 200), np.uint8)
+
+    def dashed(y0, x, y1):     # a vertical dashed stroke 3 px wide, dashes of 4 rows and gaps of 3
+        stroke(lab, _dash(np.array([[y0, x, y1, x]], np.float64), 4.0, 3.0), 2, 3.0)
+
+    _line(lab, [(0, 100), (99, 100)], 1)
+    lab[100:105, 100:200] = 1          # out through the right edge ...
+    lab[105:110, 0:61] = 1             # ... and in at the left
+    _line(lab, [(110, 60), (149, 60)], 1)
+    lab[150:155, 0:61] = 1             # back out through the left edge ...
+    lab[155:160, 100:200] = 1          # ... and in at the right
+    _line(lab, [(160, 100), (239, 100)], 1)
+    dashed(0, 130, 91)
+    dashed(118, 131, 141)
+    dashed(168, 172, 239)
+    table = dz.trace_curves(lab, [(0, 199)], dz.TraceParams(wrap_follow_pairs=pairs))
+    x = table["curve2_x"].to_numpy()
+    wraps = ((table["curve2_xu"] - x) / 199).round().to_numpy()
+    assert x[[50, 130, 200]] == pytest.approx([130, 131, 172], abs=1.5)
+    solid = ((table["curve1_xu"] - table["curve1_x"]) / 199).round().to_numpy()
+    assert (solid[[130, 200]] - solid[50]).tolist() == [1, 0]
+    assert (wraps[[130, 200]] - wraps[50]).tolist() == ([1, 0] if pairs else [0, -1])

@@ -733,6 +733,8 @@ class TraceParams:
     wrap_follow_margin: int = 8  # rows before and after the step where curve2's own ink is compared
     wrap_follow_jump: float = 0.03   # share of the track width curve2 must move across the step
     wrap_follow_cover: float = 0.6   # share of the direct path's columns whose own ink keeps curve2's no-wrap
+    wrap_follow_pairs: bool = True   # the solid curve out and back: curve2 takes both steps or neither
+                                     # where it takes one and the other is in doubt (_follow_other_wrap)
 
 
 def _row_runs(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1671,6 +1673,13 @@ def _follow_other_wrap(own: tuple[np.ndarray, np.ndarray, np.ndarray],
     track width, and the rows between keep their positions and take the
     wrap count nearest a straight sweep from one end to the other. No
     position changes, only wrap counts (so ``xu``).
+
+    Where the other curve goes out and back (two steps of opposite sign, one
+    after the other) and this curve takes one of them, it takes the other too
+    if that one is only in doubt: it stayed where it was (its reading a whole
+    width higher or lower looks the same) or its own ink could be a direct
+    path. Taking one alone would leave it a whole width off for the rest of
+    the log (``prm.wrap_follow_pairs``).
     """
     x, xu, inked = (a.copy() for a in own)
     ox, oxu, _ = other
@@ -1690,26 +1699,43 @@ def _follow_other_wrap(own: tuple[np.ndarray, np.ndarray, np.ndarray],
     lasts = np.r_[ch[brk], ch[-1]]
     bw = own_ink.shape[1]
     margin = prm.wrap_follow_margin
+    # each step of the other curve: (its sign, this curve's rows around it, the verdict: "follow",
+    # "doubt" (this curve stays put or its own ink could be a direct path) or None)
+    steps: list[tuple[int, int, int, str | None]] = []
     for k0, k1 in zip(firsts.tolist(), lasts.tolist()):
         p, q = int(orow[k0]), int(orow[k1 + 1])
         step = int(ow[k1 + 1] - ow[k0])
-        if abs(step) != 1 or q - p > prm.wrap_follow:
-            continue
+        verdict: str | None = None
+        r0 = r1 = -1
         i0 = int(np.searchsorted(irow, p - margin, side="left")) - 1
         i1 = int(np.searchsorted(irow, q + margin, side="right"))
-        if i0 < 0 or i1 >= irow.size:
+        if abs(step) == 1 and q - p <= prm.wrap_follow and i0 >= 0 and i1 < irow.size:
+            r0, r1 = int(irow[i0]), int(irow[i1])
+            if r1 - r0 > prm.wrap_follow + 2 * margin:
+                pass                                  # this curve is missing for too long there
+            elif _wraps(x[r1], xu[r1], width) != _wraps(x[r0], xu[r0], width):
+                pass                                  # it took a wrap step of its own
+            elif abs(x[r1] - x[r0]) < prm.wrap_follow_jump * width:
+                verdict = "doubt"                     # it carried on where it was, or wrapped a whole width
+            else:
+                lo, hi = sorted((int(round(x[r0])) - col0, int(round(x[r1])) - col0))
+                lo, hi = max(lo, 0), min(hi, bw - 1)
+                direct = hi - lo >= 3 and \
+                    own_ink[max(r0 - 2, 0):r1 + 3, lo:hi + 1].any(axis=0).mean() >= prm.wrap_follow_cover
+                verdict = "doubt" if direct else "follow"   # its own ink may show the direct sweep
+        steps.append((step, r0, r1, verdict))
+    # the other curve out and back (two steps of opposite sign, one after the other): taking
+    # one of them alone would leave this curve a whole width off for the rest of the log, so
+    # where one is taken, a doubtful other is taken too
+    follow = [v == "follow" for *_, v in steps]
+    if prm.wrap_follow_pairs:
+        for i in range(len(steps) - 1):
+            (sa, *_, va), (sb, *_, vb) = steps[i], steps[i + 1]
+            if sa == -sb and {va, vb} == {"follow", "doubt"}:
+                follow[i] = follow[i + 1] = True
+    for (step, r0, r1, _), take in zip(steps, follow):
+        if not take:
             continue
-        r0, r1 = int(irow[i0]), int(irow[i1])
-        if r1 - r0 > prm.wrap_follow + 2 * margin:
-            continue                                  # this curve is missing for too long there
-        if _wraps(x[r1], xu[r1], width) != _wraps(x[r0], xu[r0], width):
-            continue                                  # it took a wrap step of its own
-        if abs(x[r1] - x[r0]) < prm.wrap_follow_jump * width:
-            continue                                  # it carried on where it was
-        lo, hi = sorted((int(round(x[r0])) - col0, int(round(x[r1])) - col0))
-        lo, hi = max(lo, 0), min(hi, bw - 1)
-        if hi - lo >= 3 and own_ink[max(r0 - 2, 0):r1 + 3, lo:hi + 1].any(axis=0).mean() >= prm.wrap_follow_cover:
-            continue                                  # its own ink shows the direct sweep
         xu[r1:] += step * width
         mid = np.arange(r0 + 1, r1)
         line = xu[r0] + (mid - r0) / (r1 - r0) * (xu[r1] - xu[r0])
