@@ -107,6 +107,23 @@ def test_every_task_sees_the_same_data():
     assert set(torch.unique(y1).tolist()) <= {0, 1, 2, 255}
 
 
+def in_fresh_interpreter(script_text: str, tmp_path) -> str:
+    """Run a check script in a new Python process (as `python -m veer train` runs) with this
+    folder and the repository importable, with ``tmp_path`` as its argument; its stdout."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "check.py"
+    script.write_text(script_text)
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 WORKERS_CHECK = """
 import sys
 import torch
@@ -139,19 +156,7 @@ def test_data_workers_make_the_same_batches_in_step_order(tmp_path):
 
     Checked in a fresh interpreter, as `python -m veer train` runs: the test process has loaded
     OpenVINO, Dask and Streamlit by then, and it once crashed while starting data workers."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = tmp_path / "workers_check.py"
-    script.write_text(WORKERS_CHECK)
-    here = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "same batches, same weights" in done.stdout
+    assert "same batches, same weights" in in_fresh_interpreter(WORKERS_CHECK, tmp_path)
 
     with pytest.raises(ConfigError, match="--workers"):
         run(cfg(), tmp_path / "c", tmp_path / "m3", workers=-1)
@@ -506,19 +511,9 @@ def test_ctrl_c_or_sigterm_finish_the_step_checkpoint_and_lose_nothing(tmp_path)
 
     Checked in a fresh interpreter, as `python -m veer train` runs: a pytest-xdist worker that
     has run the browser and dashboard tests died of the signal."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = tmp_path / "signal_check.py"
-    script.write_text(SIGNAL_CHECK)
-    here = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "stopped at once" in done.stdout
-    assert "signals: step finished, checkpointed, resumed as if never stopped" in done.stdout
+    out = in_fresh_interpreter(SIGNAL_CHECK, tmp_path)
+    assert "stopped at once" in out
+    assert "signals: step finished, checkpointed, resumed as if never stopped" in out
 
 
 def test_cli_time_limit_says_where_it_stopped_and_how_to_go_on(tmp_path, capsys):
