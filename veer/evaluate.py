@@ -170,20 +170,17 @@ class _PipelineTotals:
     def __init__(self, mode: str, tol: int):
         self.mode = mode
         self.tol = tol
-        self.cm = ConfusionMatrix()
-        self.matrices: list[np.ndarray] = []   # one per sample, for the interval over the logs
+        self.matrices: list[np.ndarray] = []   # one per sample: pooled for the scores, resampled for the interval
         self.tolerant = {n: {"pred": 0, "truth": 0, "matched_pred": 0, "matched_truth": 0}
                          for n in CURVE_NAMES}
         self.conflicts: dict | None = None
         self.conflicts_on_curves: dict | None = None
         self.seconds = 0.0
         self.megapixels = 0.0
-        self.samples = 0
         self.digitize_rows: list[dict] = []
         self.digitize_errors: list[str] = []
 
     def add(self, score: Mapping, seconds: float, megapixels: float) -> None:
-        self.cm.merge(np.asarray(score["confusion_matrix"]))
         self.matrices.append(np.asarray(score["confusion_matrix"], np.int64))
         for name in CURVE_NAMES:
             for key in self.tolerant[name]:
@@ -194,12 +191,14 @@ class _PipelineTotals:
                                                            score["conflicts_on_curves"])
         self.seconds += seconds
         self.megapixels += megapixels
-        self.samples += 1
 
     def report(self, dz=None) -> dict:
-        out = summarize(self.cm)
-        out["confusion_matrix"] = self.cm.matrix.tolist()
-        out["interval"] = bootstrap_f1(self.matrices) if len(self.matrices) >= 2 else None
+        cm = ConfusionMatrix()
+        for matrix in self.matrices:
+            cm.merge(matrix)
+        out = summarize(cm)
+        out["confusion_matrix"] = cm.matrix.tolist()
+        out["interval"] = bootstrap_f1(self.matrices) if self.matrices else None   # None for one log
         tolerant: dict[str, Any] = {}
         for name in CURVE_NAMES:
             tolerant[name] = {**tolerant_from_counts(self.tolerant[name]), **self.tolerant[name]}
@@ -208,7 +207,7 @@ class _PipelineTotals:
         out["tolerant"] = tolerant
         out["conflicts"] = self.conflicts
         out["conflicts_on_curves"] = self.conflicts_on_curves
-        out["samples"] = self.samples
+        out["samples"] = len(self.matrices)
         out["seconds"] = self.seconds
         out["megapixels"] = self.megapixels
         out["seconds_per_megapixel"] = self.seconds / self.megapixels if self.megapixels else math.nan

@@ -1030,7 +1030,7 @@ def intervals_frame(report: Mapping | None):
             matrices = [s["pipelines"][mode]["confusion_matrix"] for s in (report or {}).get("samples", [])
                         if not s.get("error") and mode in (s.get("pipelines") or {})
                         and s["pipelines"][mode].get("confusion_matrix")]
-            interval = bootstrap_f1(np.array(matrices)) if len(matrices) >= 2 else None
+            interval = bootstrap_f1(np.array(matrices)) if matrices else None   # None for one log
         if not interval:
             continue
         label = PIPELINE_LABELS.get(mode, mode)
