@@ -515,6 +515,35 @@ def _truth_from(fracs: np.ndarray, tracks, mask) -> SimpleNamespace:
                            tracks=np.array([[t.x0, t.x1] for t in tracks], np.float32), meta=meta)
 
 
+def test_score_splits_rows_by_whether_the_true_curve_has_ink_there():
+    # curve1 solid at x=100; curve2 dashed at x=180 (5 rows on, 5 off) down to row 300, then
+    # under curve1 (the truth marks the overlap 255). The trace is right on curve2's dashes and
+    # 8 px off in its gaps and under curve1: the split says where its rows are lost.
+    mask = np.zeros((H, W), np.uint8)
+    mask[:, 99:102] = 1
+    on = (np.arange(300) % 10) < 5
+    mask[np.flatnonzero(on), 179:182] = 2
+    mask[300:, 99:102] = 255
+    truth = _truth_from(np.full((1, H), 80.0 / 280.0), [TRACK], mask)
+    truth.centerline[0, 1] = np.where(np.arange(H) < 300, 180.0, 100.0)
+    x2 = np.where(np.arange(H) < 300, np.where(np.r_[on, np.zeros(H - 300, bool)], 180.0, 188.0), 108.0)
+    table = pd.DataFrame({"row": np.arange(H), "track": 0, "curve1_x": 100.0, "curve2_x": x2,
+                          "curve1_xu": 100.0, "curve2_xu": x2})
+    s = dz.score_curves(truth, table)
+    c2 = s["curve2"]
+    assert (c2["n_rows_own_ink"], c2["n_rows_ink_gap"], c2["n_rows_under_other"]) == (150, 150, 100)
+    assert (c2["within3_own_ink"], c2["within3_ink_gap"], c2["within3_under_other"]) == (1.0, 0.0, 0.0)
+    assert c2["within3"] == pytest.approx(150 / 400)
+    c1 = s["curve1"]
+    assert c1["n_rows_own_ink"] == 300 and c1["n_rows_under_other"] == 100 and c1["within3_under_other"] == 1.0
+    pooled = dz.pool_scores([s, s])["curve2"]
+    assert pooled["n_rows_ink_gap"] == 300 and pooled["within3_own_ink"] == 1.0
+    # without a truth mask there is no split, and pooling leaves it out
+    bare = dz.score_curves(_truth_from(np.full((1, H), 0.5), [TRACK], None), table)
+    assert "n_rows_own_ink" not in bare["curve1"]
+    assert "within3_own_ink" not in dz.pool_scores([s, bare])["curve1"]
+
+
 def test_score_detects_missed_and_spurious_rows_and_matches_tracks_by_overlap():
     frac = np.full(H, 0.5)
     frac[300:] = np.nan

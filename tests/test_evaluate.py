@@ -450,6 +450,11 @@ def test_real_synth_and_digitize_with_a_truth_segmenter(tmp_path, monkeypatch):
     lo, hi = dz["pooled"]["curve1"]["within3_interval"]
     assert lo <= dz["pooled"]["curve1"]["within3"] <= hi
     assert "(joint: 95 % intervals over the logs: curve1 within 3px" in table
+    # the rows split by where the true curve runs (score_curves' row kinds), pooled and printed
+    c2 = dz["pooled"]["curve2"]
+    assert sum(c2[f"n_rows_{k}"] for k in ("own_ink", "ink_gap", "under_other")) == c2["n_truth_rows"]
+    assert sum(c2[f"n_within_{k}"] for k in ("own_ink", "ink_gap", "under_other")) == c2["n_within"]
+    assert "(joint: within 3px where the true curve runs: curve1 on its own ink" in table
     assert p["interval"]["macro_all"] == [1.0, 1.0]                   # truth labels: F1 1 on every log
 
 

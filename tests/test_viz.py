@@ -117,6 +117,16 @@ def test_nan_scores_show_as_missing_not_as_numbers():
         frame.set_index("class").loc["curve2", "f1"])
 
 
+def test_curve_scores_table_shows_where_the_rows_are_lost():
+    scores = {"curve1": {"within3": 0.9, "within3_own_ink": 0.95, "within3_ink_gap": None},
+              "curve2": {"within3": 0.8, "within3_own_ink": 0.9, "within3_ink_gap": 0.7, "within3_under_other": 0.5}}
+    rows = {r["curve"]: r for r in viz.flatten_scores(scores)}
+    assert rows["curve2"]["within 3 px in its ink's gaps"] == pytest.approx(0.7)
+    assert rows["curve2"]["within 3 px with the other curve"] == pytest.approx(0.5)
+    assert rows["curve1"]["within 3 px on its own ink"] == pytest.approx(0.95)
+    assert rows["curve1"]["within 3 px in its ink's gaps"] is None
+
+
 def test_display_table_formats_scores_counts_and_gaps():
     import pandas as pd
 

@@ -2513,6 +2513,28 @@ def _per_row(table: pd.DataFrame, ti: int, column: str, height: int) -> np.ndarr
     return out
 
 
+# where a curve's true row is, by what the truth mask shows at its true centre (score_curves)
+ROW_KINDS = ("own_ink", "ink_gap", "under_other")
+
+
+def _row_kinds(mask: np.ndarray | None, cls: int, rows: np.ndarray, tx: np.ndarray, ox: np.ndarray,
+               tol_px: float, within_px: int = 2) -> np.ndarray | None:
+    """Index into :data:`ROW_KINDS` for each row ``rows`` (true centres ``tx``, the other
+    curve's ``ox``) of a curve of class ``cls``; None without a usable mask."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or rows.size and int(rows.max()) >= mask.shape[0]:
+        return None
+    cols = np.clip(np.rint(tx)[:, None].astype(np.int64) + np.arange(-within_px, within_px + 1)[None, :],
+                   0, mask.shape[1] - 1)
+    around = mask[rows[:, None], cols]
+    own = (around == cls).any(axis=1)
+    with np.errstate(invalid="ignore"):
+        other = (np.abs(ox - tx) <= tol_px) | (around == IGNORE).any(axis=1)
+    return np.where(other, 2, np.where(own, 0, 1))
+
+
 def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequence[Any] | None = None,
                  tol_px: float = 3.0, wrap_window: int = 10, track_tol_px: float = 6.0) -> dict:
     """How close the traced curves are to a synthetic log's true centre lines.
@@ -2542,6 +2564,15 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
     * ``mae`` and ``r2``: in the track's physical units (the table's values if
       calibrated, else the trace mapped through the truth's value scale).
 
+    Where the rows are (when ``truth`` has its ``mask``): each truth row of a
+    curve is put in one of :data:`ROW_KINDS` by what the truth mask shows
+    around its true centre (``within_px`` px either side): ``own_ink``, the
+    curve's own class; ``under_other``, the other curve's true centre within
+    ``tol_px`` or overlap pixels (255) there; ``ink_gap``, neither (the gaps of
+    a dashed or dotted line, and a line too thin or faint to be marked).
+    ``n_rows_<kind>`` and ``n_within_<kind>`` count them and those traced
+    within ``tol_px``, ``within3_<kind>`` is the share.
+
     Tracks: ``tracks_right`` counts truth tracks whose matched track has both
     borders within ``track_tol_px``; ``all_tracks_right``: every track so, and
     no extra one.
@@ -2565,9 +2596,13 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
                            "tracks_matched": len(match), "tracks_right": int(right),
                            "track_tol_px": float(track_tol_px),
                            "all_tracks_right": bool(right == n_truth and len(found) == n_truth)}
+    truth_mask = getattr(truth, "mask", None)
     for ci, name in enumerate(CURVES):
         errs, t_vals, f_vals = [], [], []
         n_truth_rows = n_found_rows = n_missed = n_spurious = n_within = 0
+        kind_rows = np.zeros(len(ROW_KINDS), np.int64)
+        kind_within = np.zeros(len(ROW_KINDS), np.int64)
+        kinds_known = truth_mask is not None
         n_wraps = n_wraps_ok = n_steps_ok = 0
         for ti in range(n_truth):
             tx = cl[ti, ci]
@@ -2590,6 +2625,16 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
             n_missed += int((exists & ~got).sum())
             n_spurious += int((got & ~exists).sum())
             n_within += int((e <= tol_px).sum())
+            if kinds_known:
+                rr = np.flatnonzero(exists)
+                kind = _row_kinds(truth_mask, CURVE_CLASSES[name], rr, tx[rr], cl[ti, 1 - ci][rr], tol_px)
+                if kind is None:
+                    kinds_known = False
+                else:
+                    near = np.zeros(height, bool)
+                    near[both] = e <= tol_px
+                    kind_rows += np.bincount(kind, minlength=len(ROW_KINDS))
+                    kind_within += np.bincount(kind[near[rr]], minlength=len(ROW_KINDS))
             scale = _truth_scale(meta, ti)
             rows = np.arange(height)
             ffrac = ftrack.frac(rows, fxu) if ftrack is not None else np.full(height, np.nan)
@@ -2639,6 +2684,11 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
             "wrap_step_share": n_steps_ok / n_wraps if n_wraps else None,
             "n_value_rows": int(tvs.size),
         }
+        if kinds_known:
+            for k, kind_name in enumerate(ROW_KINDS):
+                res[f"n_rows_{kind_name}"] = int(kind_rows[k])
+                res[f"n_within_{kind_name}"] = int(kind_within[k])
+                res[f"within3_{kind_name}"] = float(kind_within[k] / kind_rows[k]) if kind_rows[k] else None
         if tvs.size:
             res["mae"] = float(np.mean(np.abs(fvs - tvs)))
             ss_tot = float(np.sum((tvs - tvs.mean()) ** 2))
@@ -2690,6 +2740,12 @@ def pool_scores(scores: Sequence[Mapping]) -> dict:
             "wrap_share_interval": bootstrap_share([r.get("wraps_correct", 0) or 0 for r in rows],
                                                    [r.get("wraps", 0) or 0 for r in rows]),
         }
+        if rows and all(f"n_rows_{k}" in r for r in rows for k in ROW_KINDS):
+            for k in ROW_KINDS:
+                n_rows = sum(int(r[f"n_rows_{k}"]) for r in rows)
+                n_in = sum(int(r[f"n_within_{k}"]) for r in rows)
+                out[name].update({f"n_rows_{k}": n_rows, f"n_within_{k}": n_in,
+                                  f"within3_{k}": n_in / n_rows if n_rows else None})
     return out
 
 

@@ -836,6 +836,25 @@ DIGITIZE_COLUMNS = (("median px", "median_px", False), ("within 3px", "within3",
                     ("MAE", "mae", False), ("R2", "r2", False))
 
 
+ROW_KIND_WORDS = {"own_ink": "on its own ink", "ink_gap": "in gaps of its ink",
+                  "under_other": "with the other curve"}
+
+
+def _row_kinds_line(pooled: Mapping) -> str:
+    """Rows within 3 px split by where the true curve is (score_curves' row kinds), or ""."""
+    parts = []
+    for name in CURVE_NAMES:
+        p = pooled.get(name)
+        if not isinstance(p, Mapping) or not p.get("n_truth_rows"):
+            continue
+        cells = [f"{ROW_KIND_WORDS[k]} {_f(p.get(f'within3_{k}'), pct=True).strip()} "
+                 f"({p[f'n_rows_{k}'] / p['n_truth_rows'] * 100:.1f} % of rows)"
+                 for k in ROW_KIND_WORDS if p.get(f"n_rows_{k}")]
+        if cells:
+            parts.append(f"{name} " + ", ".join(cells))
+    return ("within 3px where the true curve runs: " + "; ".join(parts)) if parts else ""
+
+
 def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
     """Headline curve-digitisation figures per pipeline and curve."""
     lines = ["curve digitisation (traced from each pipeline's labels, against the true centre lines):"]
@@ -865,6 +884,9 @@ def _digitize_table(pipes: Mapping, modes: Sequence[str]) -> list[str]:
                  and (pooled[name].get("within3_interval") or pooled[name].get("wrap_share_interval"))]
         if spans:
             lines.append(f"{'':<20}({m}: 95 % intervals over the logs: " + "; ".join(spans) + ")")
+        kinds = _row_kinds_line(pooled)
+        if kinds:
+            lines.append(f"{'':<20}({m}: {kinds})")
         if pooled.get("logs_tracks_right") is not None and pooled.get("logs"):
             lines.append(f"{'':<20}({m}: tracks found right, every border within "
                          f"{pooled.get('track_tol_px') or 6:g} px, on "

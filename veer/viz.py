@@ -793,7 +793,10 @@ def calibration_defaults(meta: Mapping | None, height: int) -> dict:
 
 
 CURVE_SCORE_COLUMNS = (("median_px", "median error (px)"), ("p95_px", "95th pct error (px)"),
-                       ("within3", "rows within 3 px"), ("missed", "rows missed"), ("spurious", "rows spurious"),
+                       ("within3", "rows within 3 px"), ("within3_own_ink", "within 3 px on its own ink"),
+                       ("within3_ink_gap", "within 3 px in its ink's gaps"),
+                       ("within3_under_other", "within 3 px with the other curve"),
+                       ("missed", "rows missed"), ("spurious", "rows spurious"),
                        ("wrap_share", "wrap-arounds followed"), ("wrap_step_share", "wrap steps right"),
                        ("mae", "MAE (value units)"), ("r2", "R²"))
 
