@@ -477,6 +477,9 @@ def signalling_sampler(signum, at_calls):
 
 if __name__ == "__main__":
     tmp = Path(sys.argv[1])
+    # Ctrl-C as a terminal's python has it: a runner started in the background (nohup CMD &)
+    # passes it on ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     c = cfg(steps=4, eval_every=10, checkpoint_every=10)     # no checkpoint of its own before step 4
     whole = tmp / "whole"
     run(c, whole, tmp / "mw")
@@ -501,13 +504,20 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("stopped at once")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # a Ctrl-C the caller ignores (a background job's) stays ignored: the run goes on to its end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    bg = train(c, tmp / "background", device="cpu", threads=1, models_dir=tmp / "mb", progress=False,
+               sampler=signalling_sampler(signal.SIGINT, (5,)))
+    assert bg.step == 4 and bg.stopped == "", (bg.step, bg.stopped)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     print("signals: step finished, checkpointed, resumed as if never stopped")
 """
 
 
 def test_ctrl_c_or_sigterm_finish_the_step_checkpoint_and_lose_nothing(tmp_path):
     """Ctrl-C or SIGTERM while training: the step in hand is finished and checkpointed, and
-    --resume ends with the very weights of an uninterrupted run; a second Ctrl-C stops at once.
+    --resume ends with the very weights of an uninterrupted run; a second Ctrl-C stops at once;
+    a Ctrl-C the caller ignores (a background job) does not stop the run.
 
     Checked in a fresh interpreter, as `python -m veer train` runs: a pytest-xdist worker that
     has run the browser and dashboard tests died of the signal."""

@@ -542,7 +542,9 @@ class _StopRequests:
     The step is finished, the run checkpointed and the call returns, so
     ``--resume`` continues exactly there and no step is lost or half-done. A
     second Ctrl-C stops at once (as Python does by default). Outside the main
-    thread signals cannot be caught, and nothing changes.
+    thread signals cannot be caught, and nothing changes. A signal the caller
+    ignores stays ignored: a shell starts a background job (``nohup CMD &``)
+    with Ctrl-C ignored, so the terminal's Ctrl-C does not reach it.
     """
 
     SIGNALS = ("SIGINT", "SIGTERM")
@@ -561,7 +563,7 @@ class _StopRequests:
         if threading.current_thread() is threading.main_thread():
             for name in self.SIGNALS:
                 num = getattr(signal, name, None)
-                if num is not None:
+                if num is not None and signal.getsignal(num) is not signal.SIG_IGN:
                     self._old[num] = signal.signal(num, self._handle)
         return self
 
