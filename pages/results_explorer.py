@@ -189,6 +189,18 @@ if report is not None:
                              key=f"cm_{mode}")
     st.caption("Rows: the truth; columns: the prediction; each row sums to 100 %. Pixels where the two "
                "curves overlap are not scored.")
+    curves = viz.curve_quality_frame(report)
+    if not curves.empty:
+        st.header("Digitised curves")
+        viz.show_table(st, curves)
+        st.caption(viz.CURVES_CAPTION)
+        st.download_button("Curve scores (CSV)", viz.frame_csv(curves), file_name="veer_curves.csv",
+                           mime="text/csv", on_click="ignore", key="dl_curves")
+        kinds = viz.row_kinds_frame(report)
+        if not kinds.empty:
+            st.subheader("Where the rows are lost")
+            st.plotly_chart(viz.row_kinds_figure(kinds), key="row_kinds")
+            st.caption(viz.ROW_KINDS_CAPTION)
 
 # --------------------------------------------------------------------------- benchmark
 st.header("Speed")

@@ -405,6 +405,12 @@ def test_results_explorer_runs_an_evaluation_on_the_bundled_samples(dashboard, t
                                                               viz.PIPELINE_LABELS["separate"]}
     assert set(spread["logs"]) == {"2"} and len(spread) == 6
     assert any("hang on the logs drawn" in str(h.value) for h in at.subheader)
+    # the curves traced from each pipeline's labels, against the targets, and where their rows are lost
+    assert any("Digitised curves" in str(h.value) for h in at.header)
+    curves = [df.value for df in at.dataframe if "traced from" in df.value.columns]
+    assert curves and set(curves[0]["traced from"]) == {viz.PIPELINE_LABELS["joint"],
+                                                         viz.PIPELINE_LABELS["separate"], "target"}
+    assert any("Where the rows are lost" in str(h.value) for h in at.subheader)
 
 
 def test_results_explorer_opens_on_the_shipped_report(dashboard, two_logs, tmp_path, monkeypatch):
@@ -439,6 +445,7 @@ def test_results_explorer_opens_on_the_shipped_report(dashboard, two_logs, tmp_p
     assert per_sample and {"tiny.png", "second.png"} <= set(per_sample[0]["sample"])
     spread = spread_table(at)
     assert spread is not None and set(spread["95 % interval, low"]) == {"1.000"}   # truth labels: F1 1 on each log
+    assert not any("Digitised curves" in str(h.value) for h in at.header)   # a report without curve scores
 
 
 # --------------------------------------------------------------------------- the shipped models

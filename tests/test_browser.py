@@ -195,6 +195,9 @@ def test_every_page_and_the_decision_lever(server, browser_page, shots_dir):
         wait_idle(page)
         page.get_by_text(marker).first.wait_for(timeout=60_000)
         no_exception(page)
+        if name == "results_explorer":   # the shipped report's curve scores and where their rows are lost
+            assert page.get_by_text("Digitised curves", exact=True).count() == 1
+            assert page.get_by_text("Where the rows are lost", exact=True).count() == 1
         screenshot(page, shots_dir, name, keep=name != "live_first_visit")
 
 

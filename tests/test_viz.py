@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from veer import viz
@@ -125,6 +126,47 @@ def test_curve_scores_table_shows_where_the_rows_are_lost():
     assert rows["curve2"]["within 3 px with the other curve"] == pytest.approx(0.5)
     assert rows["curve1"]["within 3 px on its own ink"] == pytest.approx(0.95)
     assert rows["curve1"]["within 3 px in its ink's gaps"] is None
+
+
+def _pooled_curves(within3: float, kinds: bool = True) -> dict:
+    out = {"logs": 2}
+    for name, gap_rows in (("curve1", 1), ("curve2", 300)):
+        p = {"n_truth_rows": 1000, "median_px": 0.4, "within3": within3, "missed": 0.01, "wrap_share": 0.8,
+             "wrap_step_share": 0.75, "r2_median": 0.99, "within3_interval": [within3 - 0.02, within3 + 0.01],
+             "wrap_share_interval": None}
+        if kinds:
+            p.update({"n_rows_own_ink": 1000 - gap_rows - 100, "within3_own_ink": 0.95,
+                      "n_rows_ink_gap": gap_rows, "within3_ink_gap": 0.8,
+                      "n_rows_under_other": 100, "within3_under_other": 0.6})
+        out[name] = p
+    return {"pooled": out}
+
+
+def test_curve_quality_table_shows_each_source_and_the_targets():
+    report = {"pipelines": {"joint": {"digitize": _pooled_curves(0.9)}, "separate": {"digitize": _pooled_curves(0.92)}},
+              "digitize_truth": _pooled_curves(0.97)}
+    frame = viz.curve_quality_frame(report)
+    assert list(frame["traced from"]) == [viz.PIPELINE_LABELS["joint"]] * 2 + [viz.PIPELINE_LABELS["separate"]] * 2 \
+        + ["Truth masks (the digitiser alone)"] * 2 + ["target"] * 2
+    joint2 = frame[(frame["traced from"] == viz.PIPELINE_LABELS["joint"]) & (frame["curve"] == "curve2")].iloc[0]
+    assert joint2["rows within 3 px"] == pytest.approx(0.9) and joint2["rows within 3 px, 95 % interval"] == "0.880-0.910"
+    assert pd.isna(joint2["wrap-arounds followed, 95 % interval"])         # no interval: a dash in the table
+    target2 = frame[(frame["traced from"] == "target") & (frame["curve"] == "curve2")].iloc[0]
+    assert target2["rows within 3 px"] == 0.90 and target2["median error (px)"] == 1.0
+    # a report without curve scores (evaluate --no-digitize) has no curve table at all
+    assert viz.curve_quality_frame({"pipelines": {"joint": {"per_class": {}}}}).empty
+
+
+def test_rows_lost_by_where_the_curve_runs_leave_out_a_kind_too_rare_to_tell():
+    report = {"pipelines": {"joint": {"digitize": _pooled_curves(0.9)}}, "digitize_truth": _pooled_curves(0.97)}
+    frame = viz.row_kinds_frame(report)
+    curve1 = frame[frame["curve"] == "curve1"]
+    assert "in gaps of its ink" not in set(curve1["where"])            # 1 row of 1,000
+    gaps = frame[(frame["curve"] == "curve2") & (frame["where"] == "in gaps of its ink")]
+    assert len(gaps) == 2 and set(gaps["share of rows"]) == {0.3} and set(gaps["rows within 3 px"]) == {0.8}
+    fig = viz.row_kinds_figure(frame)
+    assert {a.text for a in fig.layout.annotations} == {"curve1", "curve2"}
+    assert viz.row_kinds_frame({"pipelines": {"joint": {"digitize": _pooled_curves(0.9, kinds=False)}}}).empty
 
 
 def test_display_table_formats_scores_counts_and_gaps():

@@ -849,7 +849,7 @@ def _row_kinds_line(pooled: Mapping) -> str:
             continue
         cells = [f"{ROW_KIND_WORDS[k]} {_f(p.get(f'within3_{k}'), pct=True).strip()} "
                  f"({p[f'n_rows_{k}'] / p['n_truth_rows'] * 100:.1f} % of rows)"
-                 for k in ROW_KIND_WORDS if p.get(f"n_rows_{k}")]
+                 for k in ROW_KIND_WORDS if (p.get(f"n_rows_{k}") or 0) >= 0.005 * p["n_truth_rows"]]
         if cells:
             parts.append(f"{name} " + ", ".join(cells))
     return ("within 3px where the true curve runs: " + "; ".join(parts)) if parts else ""

@@ -793,12 +793,12 @@ def calibration_defaults(meta: Mapping | None, height: int) -> dict:
 
 
 CURVE_SCORE_COLUMNS = (("median_px", "median error (px)"), ("p95_px", "95th pct error (px)"),
-                       ("within3", "rows within 3 px"), ("within3_own_ink", "within 3 px on its own ink"),
-                       ("within3_ink_gap", "within 3 px in its ink's gaps"),
-                       ("within3_under_other", "within 3 px with the other curve"),
-                       ("missed", "rows missed"), ("spurious", "rows spurious"),
+                       ("within3", "rows within 3 px"), ("missed", "rows missed"), ("spurious", "rows spurious"),
                        ("wrap_share", "wrap-arounds followed"), ("wrap_step_share", "wrap steps right"),
-                       ("mae", "MAE (value units)"), ("r2", "R²"))
+                       ("mae", "MAE (value units)"), ("r2", "R²"),
+                       # by where the true curve runs (veer.digitize.ROW_KINDS), last: the headline figures first
+                       ("within3_own_ink", "within 3 px on its own ink"), ("within3_ink_gap", "within 3 px in its ink's gaps"),
+                       ("within3_under_other", "within 3 px with the other curve"))
 
 
 def flatten_scores(scores: Mapping) -> list[dict]:
@@ -1045,6 +1045,109 @@ def intervals_frame(report: Mapping | None):
                 rows.append({"pipeline": label, "logs": interval.get("logs"), "score": score, "F1": point,
                              "95 % interval, low": _num(pair[0]), "95 % interval, high": _num(pair[1])})
     return pd.DataFrame(rows, columns=columns)
+
+
+# whose labels the digitiser traced, in an evaluation report: (key, label)
+DIGITIZE_SOURCES = (("joint", "Joint 3-class model"), ("separate", "Separate masks, stitched"),
+                    ("truth", "Truth masks (the digitiser alone)"))
+# (key in veer.digitize.pool_scores, column) and the targets of the digitisation issue
+CURVE_QUALITY_COLUMNS = (("median_px", "median error (px)"), ("within3", "rows within 3 px"),
+                         ("missed", "rows missed"), ("wrap_share", "wrap-arounds followed"),
+                         ("wrap_step_share", "wrap steps right"), ("r2_median", "R² (median over logs)"))
+CURVE_TARGETS = {"curve1": {"median_px": 1.0, "within3": 0.95, "wrap_share": 0.95},
+                 "curve2": {"median_px": 1.0, "within3": 0.90, "wrap_share": 0.95}}
+ROW_KIND_MIN_SHARE = 0.005
+ROW_KIND_LABELS = {"own_ink": "on its own ink", "ink_gap": "in gaps of its ink",
+                   "under_other": "with the other curve"}
+CURVES_CAPTION = ("Curves traced from each pipeline's labels (and from the truth masks, which shows the "
+                  "digitiser's own error), pooled over the logs and scored against the true centre lines: a row "
+                  "counts as within 3 px when the traced position is, and a wrap-around as followed when the values "
+                  "right after it are right. Targets: a median error of at most 1 px, at least the shares shown.")
+ROW_KINDS_CAPTION = ("Each true row of a curve, by what the truth mask shows at its centre: the curve's own ink, "
+                     "a gap in it (between the dashes or dots of a dashed line), or the other curve running there. "
+                     "Hover a bar for its share of the curve's rows.")
+
+
+def _digitize_pooled(report: Mapping | None, key: str) -> Mapping | None:
+    """The pooled curve scores of one source ('joint', 'separate' or 'truth') in a report."""
+    dz = (report or {}).get("digitize_truth") if key == "truth" else \
+        ((report or {}).get("pipelines", {}).get(key) or {}).get("digitize")
+    pooled = dz.get("pooled") if isinstance(dz, Mapping) else None
+    return pooled if isinstance(pooled, Mapping) else None
+
+
+def curve_quality_frame(report: Mapping | None):
+    """Digitised-curve figures of a report: one row per (labels traced, curve), and the targets.
+
+    Empty when the report has no pooled curve scores (digitisation off).
+    """
+    import pandas as pd
+
+    cols = ["traced from", "curve", "logs"] + [label for _, label in CURVE_QUALITY_COLUMNS] + \
+        ["rows within 3 px, 95 % interval", "wrap-arounds followed, 95 % interval"]
+    rows = []
+    for key, label in DIGITIZE_SOURCES:
+        pooled = _digitize_pooled(report, key)
+        if not pooled:
+            continue
+        for name in ("curve1", "curve2"):
+            p = pooled.get(name)
+            if not isinstance(p, Mapping) or not p.get("n_truth_rows"):
+                continue
+            row: dict[str, Any] = {"traced from": label, "curve": name, "logs": pooled.get("logs")}
+            row.update({col: _num(p.get(k)) for k, col in CURVE_QUALITY_COLUMNS})
+            for k, col in (("within3_interval", "rows within 3 px, 95 % interval"),
+                           ("wrap_share_interval", "wrap-arounds followed, 95 % interval")):
+                iv = p.get(k)
+                row[col] = f"{iv[0]:.3f}-{iv[1]:.3f}" if isinstance(iv, Sequence) and len(iv) == 2 \
+                    and all(_num(v) is not None for v in iv) else None
+            rows.append(row)
+    if rows:
+        for name, targets in CURVE_TARGETS.items():
+            row = {"traced from": "target", "curve": name}
+            row.update({col: targets.get(k) for k, col in CURVE_QUALITY_COLUMNS})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def row_kinds_frame(report: Mapping | None):
+    """Rows within 3 px by where the true curve runs (veer.digitize.ROW_KINDS), long format:
+    traced from, curve, where, share of rows, rows within 3 px. A kind under 0.5 % of a curve's
+    rows is left out (a solid line's few rows off its ink are noise). Empty for reports without them."""
+    import pandas as pd
+
+    rows = []
+    for key, label in DIGITIZE_SOURCES:
+        pooled = _digitize_pooled(report, key) or {}
+        for name in ("curve1", "curve2"):
+            p = pooled.get(name)
+            if not isinstance(p, Mapping) or not p.get("n_truth_rows"):
+                continue
+            for kind, where in ROW_KIND_LABELS.items():
+                n = p.get(f"n_rows_{kind}")
+                if not n or n < ROW_KIND_MIN_SHARE * p["n_truth_rows"]:
+                    continue
+                rows.append({"traced from": label, "curve": name, "where": where,
+                             "share of rows": n / p["n_truth_rows"], "rows within 3 px": _num(p.get(f"within3_{kind}"))})
+    return pd.DataFrame(rows, columns=["traced from", "curve", "where", "share of rows", "rows within 3 px"])
+
+
+def row_kinds_figure(frame):
+    """Grouped bars: rows within 3 px by where the true curve runs, one panel per curve."""
+    import plotly.express as px
+
+    fig = px.bar(frame, x="where", y="rows within 3 px", color="traced from", facet_col="curve", barmode="group",
+                 text="rows within 3 px", hover_data={"share of rows": ":.1%"},
+                 color_discrete_sequence=list(SOURCE_COLORS[:2]) + ["#888888"],
+                 category_orders={"curve": ["curve1", "curve2"]},    # kinds in the frame's order, per panel
+                 labels={"where": ""})
+    fig.update_traces(texttemplate="%{text:.0%}", textposition="outside", cliponaxis=False)
+    fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
+    fig.update_xaxes(matches=None)           # each panel shows only the kinds its curve has
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
 
 
 def samples_frame(report: Mapping | None):
