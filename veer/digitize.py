@@ -2513,8 +2513,12 @@ def _per_row(table: pd.DataFrame, ti: int, column: str, height: int) -> np.ndarr
     return out
 
 
-# where a curve's true row is, by what the truth mask shows at its true centre (score_curves)
-ROW_KINDS = ("own_ink", "ink_gap", "under_other")
+# where a curve's true row is, by what the truth mask shows at its true centre (score_curves),
+# in words; a kind under ROW_KIND_MIN_SHARE of a curve's rows is too rare to show (a solid line's
+# few rows off its own ink are noise)
+ROW_KIND_WORDS = {"own_ink": "on its own ink", "ink_gap": "in gaps of its ink", "under_other": "with the other curve"}
+ROW_KINDS = tuple(ROW_KIND_WORDS)
+ROW_KIND_MIN_SHARE = 0.005
 
 
 def _row_kinds(mask: np.ndarray | None, cls: int, rows: np.ndarray, tx: np.ndarray, ox: np.ndarray,

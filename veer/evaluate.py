@@ -836,12 +836,10 @@ DIGITIZE_COLUMNS = (("median px", "median_px", False), ("within 3px", "within3",
                     ("MAE", "mae", False), ("R2", "r2", False))
 
 
-ROW_KIND_WORDS = {"own_ink": "on its own ink", "ink_gap": "in gaps of its ink",
-                  "under_other": "with the other curve"}
-
-
 def _row_kinds_line(pooled: Mapping) -> str:
     """Rows within 3 px split by where the true curve is (score_curves' row kinds), or ""."""
+    from veer.digitize import ROW_KIND_MIN_SHARE, ROW_KIND_WORDS
+
     parts = []
     for name in CURVE_NAMES:
         p = pooled.get(name)
@@ -849,7 +847,7 @@ def _row_kinds_line(pooled: Mapping) -> str:
             continue
         cells = [f"{ROW_KIND_WORDS[k]} {_f(p.get(f'within3_{k}'), pct=True).strip()} "
                  f"({p[f'n_rows_{k}'] / p['n_truth_rows'] * 100:.1f} % of rows)"
-                 for k in ROW_KIND_WORDS if (p.get(f"n_rows_{k}") or 0) >= 0.005 * p["n_truth_rows"]]
+                 for k in ROW_KIND_WORDS if (p.get(f"n_rows_{k}") or 0) >= ROW_KIND_MIN_SHARE * p["n_truth_rows"]]
         if cells:
             parts.append(f"{name} " + ", ".join(cells))
     return ("within 3px where the true curve runs: " + "; ".join(parts)) if parts else ""

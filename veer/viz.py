@@ -1056,9 +1056,6 @@ CURVE_QUALITY_COLUMNS = (("median_px", "median error (px)"), ("within3", "rows w
                          ("wrap_step_share", "wrap steps right"), ("r2_median", "R² (median over logs)"))
 CURVE_TARGETS = {"curve1": {"median_px": 1.0, "within3": 0.95, "wrap_share": 0.95},
                  "curve2": {"median_px": 1.0, "within3": 0.90, "wrap_share": 0.95}}
-ROW_KIND_MIN_SHARE = 0.005
-ROW_KIND_LABELS = {"own_ink": "on its own ink", "ink_gap": "in gaps of its ink",
-                   "under_other": "with the other curve"}
 CURVES_CAPTION = ("Curves traced from each pipeline's labels (and from the truth masks, which shows the "
                   "digitiser's own error), pooled over the logs and scored against the true centre lines: a row "
                   "counts as within 3 px when the traced position is, and a wrap-around as followed when the values "
@@ -1116,6 +1113,8 @@ def row_kinds_frame(report: Mapping | None):
     rows is left out (a solid line's few rows off its ink are noise). Empty for reports without them."""
     import pandas as pd
 
+    from veer.digitize import ROW_KIND_MIN_SHARE, ROW_KIND_WORDS
+
     rows = []
     for key, label in DIGITIZE_SOURCES:
         pooled = _digitize_pooled(report, key) or {}
@@ -1123,7 +1122,7 @@ def row_kinds_frame(report: Mapping | None):
             p = pooled.get(name)
             if not isinstance(p, Mapping) or not p.get("n_truth_rows"):
                 continue
-            for kind, where in ROW_KIND_LABELS.items():
+            for kind, where in ROW_KIND_WORDS.items():
                 n = p.get(f"n_rows_{kind}")
                 if not n or n < ROW_KIND_MIN_SHARE * p["n_truth_rows"]:
                     continue
