@@ -1699,31 +1699,35 @@ def _follow_other_wrap(own: tuple[np.ndarray, np.ndarray, np.ndarray],
     lasts = np.r_[ch[brk], ch[-1]]
     bw = own_ink.shape[1]
     margin = prm.wrap_follow_margin
-    # each step of the other curve: (its sign, this curve's rows around it, the verdict: "follow",
-    # "doubt" (this curve stays put or its own ink could be a direct path) or None)
+    def verdict(r0: int, r1: int) -> str | None:
+        """Whether this curve, last and next inked at rows r0 and r1, takes the other's step there:
+        "follow", "doubt" (it stays put, or its own ink could be a direct path) or None (it has a
+        reason of its own not to)."""
+        if r1 - r0 > prm.wrap_follow + 2 * margin:
+            return None                               # this curve is missing for too long there
+        if _wraps(x[r1], xu[r1], width) != _wraps(x[r0], xu[r0], width):
+            return None                               # it took a wrap step of its own
+        if abs(x[r1] - x[r0]) < prm.wrap_follow_jump * width:
+            return "doubt"                            # it carried on where it was, or wrapped a whole width
+        lo, hi = sorted((int(round(x[r0])) - col0, int(round(x[r1])) - col0))
+        lo, hi = max(lo, 0), min(hi, bw - 1)
+        direct = hi - lo >= 3 and \
+            own_ink[max(r0 - 2, 0):r1 + 3, lo:hi + 1].any(axis=0).mean() >= prm.wrap_follow_cover
+        return "doubt" if direct else "follow"        # its own ink may show the direct sweep
+
+    # each step of the other curve: (its sign, this curve's rows around it, the verdict); a step
+    # too long, or without this curve's ink on both sides, gets none
     steps: list[tuple[int, int, int, str | None]] = []
     for k0, k1 in zip(firsts.tolist(), lasts.tolist()):
         p, q = int(orow[k0]), int(orow[k1 + 1])
         step = int(ow[k1 + 1] - ow[k0])
-        verdict: str | None = None
-        r0 = r1 = -1
         i0 = int(np.searchsorted(irow, p - margin, side="left")) - 1
         i1 = int(np.searchsorted(irow, q + margin, side="right"))
         if abs(step) == 1 and q - p <= prm.wrap_follow and i0 >= 0 and i1 < irow.size:
             r0, r1 = int(irow[i0]), int(irow[i1])
-            if r1 - r0 > prm.wrap_follow + 2 * margin:
-                pass                                  # this curve is missing for too long there
-            elif _wraps(x[r1], xu[r1], width) != _wraps(x[r0], xu[r0], width):
-                pass                                  # it took a wrap step of its own
-            elif abs(x[r1] - x[r0]) < prm.wrap_follow_jump * width:
-                verdict = "doubt"                     # it carried on where it was, or wrapped a whole width
-            else:
-                lo, hi = sorted((int(round(x[r0])) - col0, int(round(x[r1])) - col0))
-                lo, hi = max(lo, 0), min(hi, bw - 1)
-                direct = hi - lo >= 3 and \
-                    own_ink[max(r0 - 2, 0):r1 + 3, lo:hi + 1].any(axis=0).mean() >= prm.wrap_follow_cover
-                verdict = "doubt" if direct else "follow"   # its own ink may show the direct sweep
-        steps.append((step, r0, r1, verdict))
+            steps.append((step, r0, r1, verdict(r0, r1)))
+        else:
+            steps.append((step, -1, -1, None))
     # the other curve out and back (two steps of opposite sign, one after the other): taking
     # one of them alone would leave this curve a whole width off for the rest of the log, so
     # where one is taken, a doubtful other is taken too
@@ -2521,15 +2525,10 @@ ROW_KINDS = tuple(ROW_KIND_WORDS)
 ROW_KIND_MIN_SHARE = 0.005
 
 
-def _row_kinds(mask: np.ndarray | None, cls: int, rows: np.ndarray, tx: np.ndarray, ox: np.ndarray,
-               tol_px: float, within_px: int = 2) -> np.ndarray | None:
+def _row_kinds(mask: np.ndarray, cls: int, rows: np.ndarray, tx: np.ndarray, ox: np.ndarray,
+               tol_px: float, within_px: int = 2) -> np.ndarray:
     """Index into :data:`ROW_KINDS` for each row ``rows`` (true centres ``tx``, the other
-    curve's ``ox``) of a curve of class ``cls``; None without a usable mask."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask)
-    if mask.ndim != 2 or rows.size and int(rows.max()) >= mask.shape[0]:
-        return None
+    curve's ``ox``) of a curve of class ``cls`` in the truth ``mask``."""
     cols = np.clip(np.rint(tx)[:, None].astype(np.int64) + np.arange(-within_px, within_px + 1)[None, :],
                    0, mask.shape[1] - 1)
     around = mask[rows[:, None], cols]
@@ -2537,6 +2536,20 @@ def _row_kinds(mask: np.ndarray | None, cls: int, rows: np.ndarray, tx: np.ndarr
     with np.errstate(invalid="ignore"):
         other = (np.abs(ox - tx) <= tol_px) | (around == IGNORE).any(axis=1)
     return np.where(other, 2, np.where(own, 0, 1))
+
+
+def row_kinds_shown(curve: Mapping) -> list[tuple[str, float, float | None]]:
+    """(kind, share of the curve's true rows, share of them within 3 px) for each of
+    :data:`ROW_KINDS` in one curve's scores (score_curves or pool_scores) that holds at
+    least ``ROW_KIND_MIN_SHARE`` of its rows; [] for scores without the split."""
+    total = curve.get("n_truth_rows") or 0
+    out = []
+    for kind in ROW_KINDS:
+        n = curve.get(f"n_rows_{kind}") or 0
+        if total and n and n >= ROW_KIND_MIN_SHARE * total:
+            within = curve.get(f"within3_{kind}")
+            out.append((kind, n / total, None if within is None else float(within)))
+    return out
 
 
 def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequence[Any] | None = None,
@@ -2601,12 +2614,15 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
                            "track_tol_px": float(track_tol_px),
                            "all_tracks_right": bool(right == n_truth and len(found) == n_truth)}
     truth_mask = getattr(truth, "mask", None)
+    if truth_mask is not None:
+        truth_mask = np.asarray(truth_mask)
+        if truth_mask.ndim != 2 or truth_mask.shape[0] < height:
+            truth_mask = None                       # no usable mask: no split of the rows
     for ci, name in enumerate(CURVES):
         errs, t_vals, f_vals = [], [], []
         n_truth_rows = n_found_rows = n_missed = n_spurious = n_within = 0
         kind_rows = np.zeros(len(ROW_KINDS), np.int64)
         kind_within = np.zeros(len(ROW_KINDS), np.int64)
-        kinds_known = truth_mask is not None
         n_wraps = n_wraps_ok = n_steps_ok = 0
         for ti in range(n_truth):
             tx = cl[ti, ci]
@@ -2624,21 +2640,18 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
             both = exists & got
             e = np.abs(fx[both] - tx[both])
             errs.append(e)
+            close = np.zeros(height, bool)         # truth rows traced within tol_px
+            close[both] = e <= tol_px
             n_truth_rows += int(exists.sum())
             n_found_rows += int(got.sum())
             n_missed += int((exists & ~got).sum())
             n_spurious += int((got & ~exists).sum())
-            n_within += int((e <= tol_px).sum())
-            if kinds_known:
+            n_within += int(close.sum())
+            if truth_mask is not None:
                 rr = np.flatnonzero(exists)
                 kind = _row_kinds(truth_mask, CURVE_CLASSES[name], rr, tx[rr], cl[ti, 1 - ci][rr], tol_px)
-                if kind is None:
-                    kinds_known = False
-                else:
-                    near = np.zeros(height, bool)
-                    near[both] = e <= tol_px
-                    kind_rows += np.bincount(kind, minlength=len(ROW_KINDS))
-                    kind_within += np.bincount(kind[near[rr]], minlength=len(ROW_KINDS))
+                kind_rows += np.bincount(kind, minlength=len(ROW_KINDS))
+                kind_within += np.bincount(kind[close[rr]], minlength=len(ROW_KINDS))
             scale = _truth_scale(meta, ti)
             rows = np.arange(height)
             ffrac = ftrack.frac(rows, fxu) if ftrack is not None else np.full(height, np.nan)
@@ -2688,7 +2701,7 @@ def score_curves(truth: Any, table: pd.DataFrame | DigitizedLog, *, tracks: Sequ
             "wrap_step_share": n_steps_ok / n_wraps if n_wraps else None,
             "n_value_rows": int(tvs.size),
         }
-        if kinds_known:
+        if truth_mask is not None:
             for k, kind_name in enumerate(ROW_KINDS):
                 res[f"n_rows_{kind_name}"] = int(kind_rows[k])
                 res[f"n_within_{kind_name}"] = int(kind_within[k])

@@ -838,16 +838,15 @@ DIGITIZE_COLUMNS = (("median px", "median_px", False), ("within 3px", "within3",
 
 def _row_kinds_line(pooled: Mapping) -> str:
     """Rows within 3 px split by where the true curve is (score_curves' row kinds), or ""."""
-    from veer.digitize import ROW_KIND_MIN_SHARE, ROW_KIND_WORDS
+    from veer.digitize import ROW_KIND_WORDS, row_kinds_shown
 
     parts = []
     for name in CURVE_NAMES:
         p = pooled.get(name)
-        if not isinstance(p, Mapping) or not p.get("n_truth_rows"):
+        if not isinstance(p, Mapping):
             continue
-        cells = [f"{ROW_KIND_WORDS[k]} {_f(p.get(f'within3_{k}'), pct=True).strip()} "
-                 f"({p[f'n_rows_{k}'] / p['n_truth_rows'] * 100:.1f} % of rows)"
-                 for k in ROW_KIND_WORDS if (p.get(f"n_rows_{k}") or 0) >= ROW_KIND_MIN_SHARE * p["n_truth_rows"]]
+        cells = [f"{ROW_KIND_WORDS[kind]} {_f(within, pct=True).strip()} ({share * 100:.1f} % of rows)"
+                 for kind, share, within in row_kinds_shown(p)]
         if cells:
             parts.append(f"{name} " + ", ".join(cells))
     return ("within 3px where the true curve runs: " + "; ".join(parts)) if parts else ""

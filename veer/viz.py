@@ -23,7 +23,7 @@ import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -1048,7 +1048,7 @@ def intervals_frame(report: Mapping | None):
 
 
 # whose labels the digitiser traced, in an evaluation report: (key, label)
-DIGITIZE_SOURCES = (("joint", "Joint 3-class model"), ("separate", "Separate masks, stitched"),
+DIGITIZE_SOURCES = (("joint", PIPELINE_LABELS["joint"]), ("separate", PIPELINE_LABELS["separate"]),
                     ("truth", "Truth masks (the digitiser alone)"))
 # (key in veer.digitize.pool_scores, column) and the targets of the digitisation issue
 CURVE_QUALITY_COLUMNS = (("median_px", "median error (px)"), ("within3", "rows within 3 px"),
@@ -1065,12 +1065,20 @@ ROW_KINDS_CAPTION = ("Each true row of a curve, by what the truth mask shows at 
                      "Hover a bar for its share of the curve's rows.")
 
 
-def _digitize_pooled(report: Mapping | None, key: str) -> Mapping | None:
-    """The pooled curve scores of one source ('joint', 'separate' or 'truth') in a report."""
-    dz = (report or {}).get("digitize_truth") if key == "truth" else \
-        ((report or {}).get("pipelines", {}).get(key) or {}).get("digitize")
-    pooled = dz.get("pooled") if isinstance(dz, Mapping) else None
-    return pooled if isinstance(pooled, Mapping) else None
+def _digitized_curves(report: Mapping | None) -> Iterator[tuple[str, Mapping, str, Mapping]]:
+    """(source label, its pooled scores, curve name, that curve's pooled scores) for every source
+    of :data:`DIGITIZE_SOURCES` and curve with scored rows in a report."""
+    report = report or {}
+    for key, label in DIGITIZE_SOURCES:
+        dz = report.get("digitize_truth") if key == "truth" else \
+            (report.get("pipelines", {}).get(key) or {}).get("digitize")
+        pooled = dz.get("pooled") if isinstance(dz, Mapping) else None
+        if not isinstance(pooled, Mapping):
+            continue
+        for name in ("curve1", "curve2"):
+            p = pooled.get(name)
+            if isinstance(p, Mapping) and p.get("n_truth_rows"):
+                yield label, pooled, name, p
 
 
 def curve_quality_frame(report: Mapping | None):
@@ -1083,22 +1091,15 @@ def curve_quality_frame(report: Mapping | None):
     cols = ["traced from", "curve", "logs"] + [label for _, label in CURVE_QUALITY_COLUMNS] + \
         ["rows within 3 px, 95 % interval", "wrap-arounds followed, 95 % interval"]
     rows = []
-    for key, label in DIGITIZE_SOURCES:
-        pooled = _digitize_pooled(report, key)
-        if not pooled:
-            continue
-        for name in ("curve1", "curve2"):
-            p = pooled.get(name)
-            if not isinstance(p, Mapping) or not p.get("n_truth_rows"):
-                continue
-            row: dict[str, Any] = {"traced from": label, "curve": name, "logs": pooled.get("logs")}
-            row.update({col: _num(p.get(k)) for k, col in CURVE_QUALITY_COLUMNS})
-            for k, col in (("within3_interval", "rows within 3 px, 95 % interval"),
-                           ("wrap_share_interval", "wrap-arounds followed, 95 % interval")):
-                iv = p.get(k)
-                row[col] = f"{iv[0]:.3f}-{iv[1]:.3f}" if isinstance(iv, Sequence) and len(iv) == 2 \
-                    and all(_num(v) is not None for v in iv) else None
-            rows.append(row)
+    for label, pooled, name, p in _digitized_curves(report):
+        row: dict[str, Any] = {"traced from": label, "curve": name, "logs": pooled.get("logs")}
+        row.update({col: _num(p.get(k)) for k, col in CURVE_QUALITY_COLUMNS})
+        for k, col in (("within3_interval", "rows within 3 px, 95 % interval"),
+                       ("wrap_share_interval", "wrap-arounds followed, 95 % interval")):
+            iv = p.get(k)
+            row[col] = f"{iv[0]:.3f}-{iv[1]:.3f}" if isinstance(iv, Sequence) and len(iv) == 2 \
+                and all(_num(v) is not None for v in iv) else None
+        rows.append(row)
     if rows:
         for name, targets in CURVE_TARGETS.items():
             row = {"traced from": "target", "curve": name}
@@ -1113,21 +1114,11 @@ def row_kinds_frame(report: Mapping | None):
     rows is left out (a solid line's few rows off its ink are noise). Empty for reports without them."""
     import pandas as pd
 
-    from veer.digitize import ROW_KIND_MIN_SHARE, ROW_KIND_WORDS
+    from veer.digitize import ROW_KIND_WORDS, row_kinds_shown
 
-    rows = []
-    for key, label in DIGITIZE_SOURCES:
-        pooled = _digitize_pooled(report, key) or {}
-        for name in ("curve1", "curve2"):
-            p = pooled.get(name)
-            if not isinstance(p, Mapping) or not p.get("n_truth_rows"):
-                continue
-            for kind, where in ROW_KIND_WORDS.items():
-                n = p.get(f"n_rows_{kind}")
-                if not n or n < ROW_KIND_MIN_SHARE * p["n_truth_rows"]:
-                    continue
-                rows.append({"traced from": label, "curve": name, "where": where,
-                             "share of rows": n / p["n_truth_rows"], "rows within 3 px": _num(p.get(f"within3_{kind}"))})
+    rows = [{"traced from": label, "curve": name, "where": ROW_KIND_WORDS[kind], "share of rows": share,
+             "rows within 3 px": _num(within)}
+            for label, _, name, p in _digitized_curves(report) for kind, share, within in row_kinds_shown(p)]
     return pd.DataFrame(rows, columns=["traced from", "curve", "where", "share of rows", "rows within 3 px"])
 
 
